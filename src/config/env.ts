@@ -1,0 +1,70 @@
+import { CachecastError } from '../errors.ts';
+import type { LogLevel } from '../observe/logger.ts';
+import { parseAmqpUrls } from '../bus/amqp-url.ts';
+import { redactUrl } from '../util/redact.ts';
+
+/** The shared part of the environment (CONTRACT.md); services add their own variables. */
+export interface CommonConfig {
+  rabbitmqUrl: string;
+  redisUrl: string;
+  databaseUrl: string;
+  logLevel: LogLevel;
+  /** CACHE_EVENT_SECRET: sign and require signed events when set. */
+  eventSecret: string | undefined;
+}
+
+export const DEFAULTS = {
+  RABBITMQ_URL: 'amqp://guest:guest@127.0.0.1:5672/',
+  REDIS_URL: 'redis://127.0.0.1:6379/0',
+  DATABASE_URL: 'postgres://postgres@127.0.0.1:5432/postgres',
+  LOG_LEVEL: 'info',
+} as const;
+
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+/**
+ * Reads and validates the environment once. Errors name the variable and
+ * never echo a value that may hold a secret.
+ */
+export function loadCommonConfig(env: NodeJS.ProcessEnv = process.env): CommonConfig {
+  const rabbitmqUrl = env.RABBITMQ_URL?.trim() || DEFAULTS.RABBITMQ_URL;
+  parseAmqpUrls(rabbitmqUrl);
+  const redisUrl = url('REDIS_URL', env.REDIS_URL?.trim() || DEFAULTS.REDIS_URL, ['redis:', 'rediss:']);
+  const databaseUrl = url('DATABASE_URL', env.DATABASE_URL?.trim() || DEFAULTS.DATABASE_URL, [
+    'postgres:',
+    'postgresql:',
+  ]);
+  const logLevel = (env.LOG_LEVEL?.trim() || DEFAULTS.LOG_LEVEL) as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new CachecastError('CONFIG_INVALID', `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const eventSecret = env.CACHE_EVENT_SECRET || undefined;
+  if (eventSecret !== undefined && eventSecret.length < 16) {
+    throw new CachecastError('CONFIG_INVALID', 'CACHE_EVENT_SECRET must be at least 16 characters');
+  }
+  return { rabbitmqUrl, redisUrl, databaseUrl, logLevel, eventSecret };
+}
+
+function url(name: string, value: string, protocols: string[]): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(value);
+  } catch {
+    throw new CachecastError('CONFIG_INVALID', `${name} is not a URL: ${redactUrl(value)}`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new CachecastError('CONFIG_INVALID', `${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
+  }
+  return value;
+}
+
+/** Parses an integer variable with bounds, or returns the default. */
+export function intVar(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new CachecastError('CONFIG_INVALID', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}

@@ -1,0 +1,47 @@
+import { CachecastError } from '../errors.ts';
+import type { Change } from '../events/event.ts';
+import type { Dataset } from '../replica/dataset.ts';
+
+export const BLACKLIST_TOPIC = 'auth.blacklist.events';
+export const BLACKLIST_KEY_PREFIX = 'blacklist:';
+
+/**
+ * Stored value: expire_at in seconds relative to this base. Unix seconds no
+ * longer fit V8's small integers (2^30), so a plain number would be a boxed
+ * heap number per entry; an offset from 2024 stays small until 2058.
+ */
+export const BLACKLIST_EPOCH_S = 1_704_067_200; // 2024-01-01T00:00:00Z
+const MAX_OFFSET = 2 ** 30 - 1;
+
+export function toBlacklistValue(expireAtSeconds: number): number {
+  return Math.min(MAX_OFFSET, Math.max(0, Math.ceil(expireAtSeconds) - BLACKLIST_EPOCH_S));
+}
+
+export function blacklistExpireAtMs(value: number): number {
+  return (value + BLACKLIST_EPOCH_S) * 1000;
+}
+
+/** Token ids are opaque strings; bound them so a hostile event cannot bloat memory. */
+export function isValidJti(jti: unknown): jti is string {
+  return typeof jti === 'string' && jti.length > 0 && jti.length <= 256;
+}
+
+/** The JWT revocation list (seed 001): jti -> expiry. Fails closed while degraded. */
+export const blacklistDataset: Dataset<number> = {
+  name: 'blacklist',
+  topic: BLACKLIST_TOPIC,
+  degradedReads: 'source',
+  maxEventBytes: 64 * 1024,
+  expireAt: blacklistExpireAtMs,
+  decode(event): Change<number> {
+    if (event.type !== 'blacklist_added') {
+      throw new CachecastError('EVENT_UNKNOWN_TYPE', `unknown blacklist event type ${JSON.stringify(event.type)}`);
+    }
+    if (!isValidJti(event.jti)) throw new CachecastError('EVENT_BAD_SHAPE', 'blacklist_added needs a string "jti"');
+    const expireAt = event.expire_at;
+    if (typeof expireAt !== 'number' || !Number.isFinite(expireAt) || expireAt <= 0) {
+      throw new CachecastError('EVENT_BAD_SHAPE', 'blacklist_added needs "expire_at" in unix seconds');
+    }
+    return { kind: 'set', key: event.jti, value: toBlacklistValue(expireAt) };
+  },
+};

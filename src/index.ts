@@ -1,0 +1,54 @@
+// The public surface of the cachecast library. Services and the CLI live
+// beside it (src/services, src/cli) and are not exported.
+export { CachecastError, isCachecastError } from './errors.ts';
+export type { ErrorCode } from './errors.ts';
+export { systemClock } from './clock.ts';
+export type { Clock, TimerHandle } from './clock.ts';
+
+export type { Bus, BusHandler, BusMessage, BusState, PublishOptions, SubscribeOptions, Subscription } from './bus/bus.ts';
+export { MemoryBroker, MemoryBus } from './bus/memory-bus.ts';
+export type { MemoryBusOptions } from './bus/memory-bus.ts';
+export { RabbitMQBus } from './bus/rabbitmq-bus.ts';
+export type { RabbitMQBusOptions } from './bus/rabbitmq-bus.ts';
+export { parseAmqpUrls } from './bus/amqp-url.ts';
+
+export { encodeEvent, parseEventMessage, SIGNATURE_HEADER } from './events/codec.ts';
+export type { Change, DecodedEvent, EventEnvelope } from './events/event.ts';
+
+export { ReplicatedCache } from './replica/replicated-cache.ts';
+export type { ReplicaState, ReplicaStats } from './replica/replicated-cache.ts';
+export type { ReplicatedCacheOptions } from './replica/options.ts';
+export type { Dataset, DegradedReadPolicy } from './replica/dataset.ts';
+
+export { catalogDataset, characterSchema, CATALOG_TOPIC } from './datasets/catalog.ts';
+export type { Character } from './datasets/catalog.ts';
+export {
+  blacklistDataset,
+  BLACKLIST_TOPIC,
+  BLACKLIST_KEY_PREFIX,
+  blacklistExpireAtMs,
+  toBlacklistValue,
+} from './datasets/blacklist.ts';
+
+export type { SnapshotSource } from './sources/source.ts';
+export { MemorySource } from './sources/memory-source.ts';
+export { PostgresSource } from './sources/postgres-source.ts';
+export type { PostgresSourceOptions } from './sources/postgres-source.ts';
+export { RedisKeySource } from './sources/redis-source.ts';
+export type { RedisKeySourceOptions } from './sources/redis-source.ts';
+export { catalogSource } from './sources/catalog-source.ts';
+export { blacklistSource, BLACKLIST_VERSION_KEY } from './sources/blacklist-source.ts';
+
+export { appendToOutbox } from './outbox/outbox.ts';
+export { OutboxRelay } from './outbox/relay.ts';
+export type { OutboxRelayOptions, RelayStats } from './outbox/relay.ts';
+export { migrate } from './db/migrate.ts';
+export { withTransaction } from './db/transaction.ts';
+
+export { AdminServer } from './observe/admin-server.ts';
+export type { AdminServerOptions } from './observe/admin-server.ts';
+export { createMetricsRegistry } from './observe/metrics.ts';
+export { createLogger, silentLogger } from './observe/logger.ts';
+export type { Logger, LogLevel } from './observe/logger.ts';
+export { loadCommonConfig } from './config/env.ts';
+export type { CommonConfig } from './config/env.ts';

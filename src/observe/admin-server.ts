@@ -1,0 +1,99 @@
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
+import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+
+export type AdminRoute = () => unknown;
+
+export interface AdminServerOptions {
+  replicas: () => Iterable<ReplicatedCache<unknown>>;
+  registry: Registry;
+  /** Extra readiness conditions beside "every replica has synced" (e.g. the HTTP server listens). */
+  ready?: () => boolean;
+  /** Extra JSON endpoints, e.g. { '/cache': () => cache.stats() }. */
+  routes?: Record<string, AdminRoute>;
+}
+
+/**
+ * The admin port every service runs: /healthz, /readyz, /metrics, /replicas.
+ * Kept off the public port so that metrics and state never face the internet.
+ */
+export class AdminServer {
+  readonly #o: AdminServerOptions;
+  readonly #server: Server;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: AdminServerOptions) {
+    this.#o = options;
+    this.#server = createServer((req, res) => {
+      this.#handle(req, res).catch(() => {
+        if (!res.headersSent) send(res, 500, { error: 'internal' });
+      });
+    });
+    this.#server.keepAliveTimeout = 5000;
+  }
+
+  /** Ready = every replica has loaded a snapshot (a degraded replica still serves) and `ready()` holds. */
+  isReady(): boolean {
+    for (const replica of this.#o.replicas()) if (replica.state === 'syncing') return false;
+    return this.#o.ready?.() ?? true;
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, { error: 'method_not_allowed' });
+    const path = (req.url ?? '/').split('?')[0];
+    switch (path) {
+      case '/healthz':
+        return send(res, 200, { status: 'ok' });
+      case '/readyz': {
+        const ready = this.isReady();
+        return send(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', replicas: this.#replicaStates() });
+      }
+      case '/metrics': {
+        const text = await this.#o.registry.metrics();
+        res.writeHead(200, { 'content-type': this.#o.registry.contentType });
+        res.end(text);
+        return;
+      }
+      case '/replicas':
+        return send(res, 200, [...this.#o.replicas()].map((r) => r.stats()));
+      default: {
+        const route = path ? this.#o.routes?.[path] : undefined;
+        if (route) return send(res, 200, await route());
+        return send(res, 404, { error: 'not_found' });
+      }
+    }
+  }
+
+  #replicaStates(): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const replica of this.#o.replicas()) out[replica.dataset] = replica.state;
+    return out;
+  }
+
+  listen(port: number, host = '0.0.0.0'): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        resolve((this.#server.address() as AddressInfo).port);
+      });
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      if (!this.#server.listening) return resolve();
+      this.#server.close(() => resolve());
+      this.#server.closeIdleConnections();
+    });
+    return this.#closing;
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}

@@ -1,0 +1,80 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+
+const STATES = ['syncing', 'ready', 'degraded'] as const;
+
+/**
+ * Prometheus metrics for a set of replicas, read from their stats at scrape
+ * time, so the read and apply paths carry no metric overhead.
+ */
+export function createMetricsRegistry(
+  replicas: () => Iterable<ReplicatedCache<unknown>>,
+  options: { defaultMetrics?: boolean; prefix?: string } = {},
+): Registry {
+  const registry = new Registry();
+  const p = options.prefix ?? 'cachecast_';
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: p });
+
+  const each = (fn: (stats: ReturnType<ReplicatedCache<unknown>['stats']>) => void): void => {
+    for (const replica of replicas()) fn(replica.stats());
+  };
+  const gauge = (name: string, help: string, value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number) =>
+    new Gauge({
+      name: p + name,
+      help,
+      labelNames: ['dataset'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        each((s) => this.set({ dataset: s.dataset }, value(s)));
+      },
+    });
+  const counter = (name: string, help: string, value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number) =>
+    new Counter({
+      name: p + name,
+      help,
+      labelNames: ['dataset'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        each((s) => this.inc({ dataset: s.dataset }, value(s)));
+      },
+    });
+
+  gauge('replica_size', 'Entries held by the replica', (s) => s.size);
+  gauge('replica_version', 'Dataset version the replica holds', (s) => s.version);
+  gauge('replica_lag_ms', 'now - published_at of the last applied event', (s) => s.lag_ms ?? 0);
+  gauge('replica_last_event_timestamp_seconds', 'When the last event was applied', (s) =>
+    s.last_event_at ? Date.parse(s.last_event_at) / 1000 : 0,
+  );
+  new Gauge({
+    name: p + 'replica_state',
+    help: '1 for the state the replica is in',
+    labelNames: ['dataset', 'state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => {
+        for (const state of STATES) this.set({ dataset: s.dataset, state }, s.state === state ? 1 : 0);
+      });
+    },
+  });
+  counter('replica_events_applied_total', 'Events applied', (s) => s.events_applied);
+  counter('replica_events_duplicate_total', 'Versioned events already applied', (s) => s.events_duplicate);
+  counter('replica_gaps_total', 'Version gaps detected', (s) => s.gaps);
+  counter('replica_resyncs_total', 'Snapshots loaded', (s) => s.resyncs);
+  counter('replica_resync_failures_total', 'Snapshot loads that failed', (s) => s.resync_failures);
+  new Counter({
+    name: p + 'replica_events_rejected_total',
+    help: 'Malformed events rejected, by error code',
+    labelNames: ['dataset', 'code'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      each((s) => {
+        for (const [code, n] of Object.entries(s.rejected_by_code)) this.inc({ dataset: s.dataset, code }, n);
+      });
+    },
+  });
+  return registry;
+}
