@@ -61,7 +61,7 @@ export class RabbitMQBus implements Bus {
   readonly #log: Logger;
   readonly #state = new StateEmitter();
   readonly #subscriptions = new Set<RabbitSubscription>();
-  readonly #declaredExchanges = new Set<string>();
+  readonly #declaredExchanges = new Map<string, Promise<void>>();
   readonly #inFlight = new Set<Promise<unknown>>();
   readonly #poll: NodeJS.Timeout;
   #closing: Promise<void> | undefined;
@@ -82,7 +82,8 @@ export class RabbitMQBus implements Bus {
       retryLow: positive('retryLowMs', options.retryLowMs ?? 200),
       retryHigh: positive('retryHighMs', options.retryHighMs ?? 5000),
       connectionTimeout: 5000,
-      acquireTimeout: this.#options.publishTimeoutMs,
+      // Longer than the publish timeout, so a publish fails with ours (BUS_PUBLISH_TIMEOUT).
+      acquireTimeout: this.#options.publishTimeoutMs + 1000,
       connectionName: `cachecast ${this.instanceId}`,
       noDelay: true,
     });
@@ -133,10 +134,7 @@ export class RabbitMQBus implements Bus {
 
   async #publishConfirmed(topic: string, body: Buffer, options: PublishOptions): Promise<void> {
     try {
-      if (!this.#declaredExchanges.has(topic)) {
-        await this.#connection.exchangeDeclare({ exchange: topic, type: 'fanout', durable: true });
-        this.#declaredExchanges.add(topic);
-      }
+      await this.#declareExchange(topic);
       await this.#publisher.send(
         {
           exchange: topic,
@@ -155,6 +153,17 @@ export class RabbitMQBus implements Bus {
         cause: err,
       });
     }
+  }
+
+  /** One declaration per topic and connection, shared by concurrent publishes (keeps their order). */
+  #declareExchange(topic: string): Promise<void> {
+    let declared = this.#declaredExchanges.get(topic);
+    if (!declared) {
+      declared = this.#connection.exchangeDeclare({ exchange: topic, type: 'fanout', durable: true });
+      declared.catch(() => this.#declaredExchanges.delete(topic));
+      this.#declaredExchanges.set(topic, declared);
+    }
+    return declared;
   }
 
   async subscribe(topic: string, handler: BusHandler, options: SubscribeOptions = {}): Promise<Subscription> {

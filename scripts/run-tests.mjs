@@ -1,0 +1,91 @@
+// Runs every test file, listed explicitly (Node 20's runner expands no globs
+// and passes with zero tests), and fails when a file is missing from the list,
+// missing on disk, or ran no test.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join, relative } from 'node:path';
+
+export const TEST_FILES = [
+  'test/unit/errors-and-config.test.ts',
+  'test/unit/codec.test.ts',
+  'test/unit/datasets.test.ts',
+  'test/unit/replica.test.ts',
+  'test/unit/store.test.ts',
+  'test/conformance/bus-memory.test.ts',
+  'test/conformance/bus-rabbitmq.test.ts',
+  'test/conformance/source-memory.test.ts',
+  'test/conformance/source-postgres.test.ts',
+  'test/conformance/source-redis.test.ts',
+  'test/integration/outbox.test.ts',
+  'test/integration/replica-rabbitmq.test.ts',
+  'test/integration/admin-server.test.ts',
+  'test/integration/cli.test.ts',
+  'test/faults/connection-cut.test.ts',
+  'test/faults/broker-restart.test.ts',
+  'test/faults/crash-after-commit.test.ts',
+];
+
+const root = join(import.meta.dirname, '..');
+const onDisk = [];
+(function walk(dir) {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) walk(path);
+    else if (entry.name.endsWith('.test.ts')) onDisk.push(relative(root, path));
+  }
+})(join(root, 'test'));
+
+const problems = [];
+for (const file of onDisk) if (!TEST_FILES.includes(file)) problems.push(`${file} is not listed in scripts/run-tests.mjs`);
+for (const file of TEST_FILES) if (!existsSync(join(root, file))) problems.push(`${file} is listed but does not exist`);
+
+const only = process.argv.slice(2);
+const files = only.length ? only : TEST_FILES;
+if (problems.length && !only.length) {
+  for (const p of problems) console.error(`test list: ${p}`);
+  process.exit(1);
+}
+
+const resultsDir = join(root, '.test-results');
+mkdirSync(resultsDir, { recursive: true });
+
+// One runner process per file: the per-file count is then exact, even for
+// suites defined in a shared module (test/conformance/*.conformance.ts).
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+let runnerFailed = false;
+for (const [i, file] of files.entries()) {
+  const countsFile = join(resultsDir, `counts-${i}.json`);
+  rmSync(countsFile, { force: true });
+  console.log(`\n# ${file}`);
+  const run = spawnSync(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-reporter=spec',
+      '--test-reporter-destination=stdout',
+      '--test-reporter=./test/support/count-reporter.mjs',
+      `--test-reporter-destination=${countsFile}`,
+      file,
+    ],
+    { cwd: root, stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test' } },
+  );
+  if (run.status !== 0) runnerFailed = true;
+  let c = { passed: 0, failed: 0, skipped: 0 };
+  try {
+    c = JSON.parse(readFileSync(countsFile, 'utf8'));
+  } catch {
+    problems.push(`${file}: the runner wrote no counts`);
+  }
+  passed += c.passed;
+  failed += c.failed;
+  skipped += c.skipped;
+  if (c.passed + c.failed === 0) problems.push(`${file} ran no test`);
+  else if (run.status !== 0 && c.failed === 0) problems.push(`${file}: the runner exited ${run.status}`);
+}
+for (const p of problems) console.error(`test list: ${p}`);
+console.log(`\n${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(runnerFailed || failed > 0 || problems.length > 0 ? 1 : 0);
