@@ -51,7 +51,9 @@ export interface Bus {
   /**
    * Resolves once the broker has the message (publisher confirm). Waits for a
    * reconnection up to the adapter's publish timeout, then rejects with
-   * BUS_PUBLISH_TIMEOUT; after close() rejects with BUS_CLOSED.
+   * BUS_PUBLISH_TIMEOUT; after close() rejects with BUS_CLOSED. A publish that
+   * timed out may still reach the broker later: publishers retry, and
+   * consumers drop the duplicate by version.
    */
   publish(topic: string, body: Buffer | string, options?: PublishOptions): Promise<void>;
   /** Resolves once messages published from now on will be delivered. */
