@@ -67,8 +67,10 @@ export function printRows(title: string, rows: Row[]): void {
   console.log(`\n== ${title}`);
   for (const r of rows) {
     let line = `${r.metric}: ${fmt(r.value)} ${r.unit}`;
-    if (r.ceiling) line += ` | ceiling ${r.ceiling.label} ${fmt(r.ceiling.value)} -> x${fmt(r.ratio_to_ceiling!)}`;
-    if (r.baseline) line += ` | baseline ${r.baseline.label} ${fmt(r.baseline.value)} -> x${fmt(r.baseline_ratio!)} better`;
+    if (r.ceiling)
+      line += ` | ceiling ${r.ceiling.label} ${fmt(r.ceiling.value)} -> x${fmt(r.ratio_to_ceiling!)}`;
+    if (r.baseline)
+      line += ` | baseline ${r.baseline.label} ${fmt(r.baseline.value)} -> x${fmt(r.baseline_ratio!)} better`;
     if (r.note) line += ` | ${r.note}`;
     console.log(line);
   }
@@ -104,11 +106,11 @@ export function elapsedMs(startNs: bigint): number {
   return Number(process.hrtime.bigint() - startNs) / 1e6;
 }
 
-export function gc(): void {
+export function gc(passes = 4): void {
   const collect = (globalThis as { gc?: () => void }).gc;
   if (!collect) throw new Error('run with node --expose-gc');
   // Several passes: weak references and finalizers release memory over two cycles.
-  for (let i = 0; i < 4; i++) collect();
+  for (let i = 0; i < passes; i++) collect();
 }
 
 export function tick(): Promise<void> {

@@ -11,7 +11,8 @@ export interface Character {
   match_label: string;
   type_label: string | null;
   dialog: string | null;
-  is_default?: boolean;
+  /** Absent on the wire means false (the seed's publisher never sends it). */
+  is_default: boolean;
 }
 
 const text = z.string().max(10_000);
@@ -23,7 +24,7 @@ export const characterSchema = z.object({
   // The seed fills these from a metadata dict, so they may be null.
   type_label: text.nullable().optional().transform((v) => v ?? null),
   dialog: text.nullable().optional().transform((v) => v ?? null),
-  is_default: z.boolean().optional(),
+  is_default: z.boolean().optional().transform((v) => v ?? false),
 });
 
 function parseCharacter(value: unknown, where: string): Character {
@@ -33,8 +34,7 @@ function parseCharacter(value: unknown, where: string): Character {
     const path = issue?.path.join('.') ?? '';
     throw new CachecastError('EVENT_BAD_SHAPE', `${where}${path ? `.${path}` : ''}: ${issue?.message ?? 'invalid'}`);
   }
-  const { is_default, ...rest } = result.data;
-  return is_default === undefined ? rest : { ...rest, is_default };
+  return result.data;
 }
 
 export const CATALOG_TOPIC = 'character.cache';

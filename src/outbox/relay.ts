@@ -174,8 +174,9 @@ export class OutboxRelay {
         return 'busy';
       }
       const { rows } = await client.query<{ id: string; version: string; topic: string; payload: string }>(
-        `SELECT id::text AS id, version::text AS version, topic, payload FROM cachecast_outbox
-         WHERE sent_at IS NULL ORDER BY dataset, version LIMIT $1`,
+        // Qualified: an unqualified ORDER BY would sort by the text aliases (1, 10, 100, 2, ...).
+        `SELECT o.id::text AS id, o.version::text AS version, o.topic, o.payload FROM cachecast_outbox o
+         WHERE o.sent_at IS NULL ORDER BY o.dataset, o.version LIMIT $1`,
         [this.#batchSize],
       );
       // One channel keeps order: publish all, then wait for every confirm.

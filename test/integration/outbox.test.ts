@@ -141,4 +141,17 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     const published = relays.reduce((n, rel) => n + rel.stats.published, 0);
     assert.ok(published >= 40);
   });
+
+  it('publishes in numeric version order across 9 -> 10 -> 100 (no text ordering)', async () => {
+    await stopRelays();
+    const bus = await testBus();
+    closers.push(() => bus.close());
+    const seen: number[] = [];
+    await bus.subscribe(topic, (m) => void seen.push((JSON.parse(m.body.toString()) as { version: number }).version));
+    const first = (await catalogSource(db.pool).version()) + 1;
+    for (let i = 0; i < 120; i++) await upsertCharacter(db.pool, uuidCharacter(`order-${i}`), topic);
+    await relay();
+    await waitFor(() => seen.length >= 120, '120 events', 10_000);
+    assert.deepEqual(seen.slice(0, 120), Array.from({ length: 120 }, (_, i) => first + i));
+  });
 });

@@ -12,7 +12,7 @@ export function upsertCharacter(pool: pg.Pool, c: Character, topic = CATALOG_TOP
        VALUES ($1,$2,$3,$4,$5,$6,$7)
        ON CONFLICT (id) DO UPDATE SET code = $2, name = $3, match_label = $4, type_label = $5,
          dialog = $6, is_default = $7, updated_at = now()`,
-      [c.id, c.code, c.name, c.match_label, c.type_label, c.dialog, c.is_default ?? false],
+      [c.id, c.code, c.name, c.match_label, c.type_label, c.dialog, c.is_default],
     );
     return appendToOutbox(tx, { dataset: 'catalog', topic, payload: { type: 'upsert', character: c } });
   });

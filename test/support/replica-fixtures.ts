@@ -11,6 +11,7 @@ export function character(code: string, match_label = `label-${code}`, extra: Pa
     match_label,
     type_label: 'type',
     dialog: 'hello',
+    is_default: false,
     ...extra,
   };
 }
