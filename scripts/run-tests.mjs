@@ -36,8 +36,10 @@ const onDisk = [];
 })(join(root, 'test'));
 
 const problems = [];
-for (const file of onDisk) if (!TEST_FILES.includes(file)) problems.push(`${file} is not listed in scripts/run-tests.mjs`);
-for (const file of TEST_FILES) if (!existsSync(join(root, file))) problems.push(`${file} is listed but does not exist`);
+for (const file of onDisk)
+  if (!TEST_FILES.includes(file)) problems.push(`${file} is not listed in scripts/run-tests.mjs`);
+for (const file of TEST_FILES)
+  if (!existsSync(join(root, file))) problems.push(`${file} is listed but does not exist`);
 
 const only = process.argv.slice(2);
 const files = only.length ? only : TEST_FILES;

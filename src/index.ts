@@ -5,7 +5,15 @@ export type { ErrorCode } from './errors.ts';
 export { systemClock } from './clock.ts';
 export type { Clock, TimerHandle } from './clock.ts';
 
-export type { Bus, BusHandler, BusMessage, BusState, PublishOptions, SubscribeOptions, Subscription } from './bus/bus.ts';
+export type {
+  Bus,
+  BusHandler,
+  BusMessage,
+  BusState,
+  PublishOptions,
+  SubscribeOptions,
+  Subscription,
+} from './bus/bus.ts';
 export { MemoryBroker, MemoryBus } from './bus/memory-bus.ts';
 export type { MemoryBusOptions } from './bus/memory-bus.ts';
 export { RabbitMQBus } from './bus/rabbitmq-bus.ts';

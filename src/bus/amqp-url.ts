@@ -24,9 +24,13 @@ export function parseAmqpUrls(value: string | readonly string[]): AmqpEndpoints 
       throw new CachecastError('CONFIG_INVALID', `RABBITMQ_URL is not a URL: ${redactUrl(raw)}`);
     }
     if (url.protocol !== 'amqp:' && url.protocol !== 'amqps:') {
-      throw new CachecastError('CONFIG_INVALID', `RABBITMQ_URL must use amqp: or amqps:, got ${url.protocol}`);
+      throw new CachecastError(
+        'CONFIG_INVALID',
+        `RABBITMQ_URL must use amqp: or amqps:, got ${url.protocol}`,
+      );
     }
-    if (!url.hostname) throw new CachecastError('CONFIG_INVALID', `RABBITMQ_URL has no host: ${redactUrl(raw)}`);
+    if (!url.hostname)
+      throw new CachecastError('CONFIG_INVALID', `RABBITMQ_URL has no host: ${redactUrl(raw)}`);
     return url;
   });
   const first = parsed[0]!;

@@ -1,5 +1,13 @@
 import { CachecastError } from '../errors.ts';
-import type { Bus, BusHandler, BusMessage, BusState, PublishOptions, SubscribeOptions, Subscription } from './bus.ts';
+import type {
+  Bus,
+  BusHandler,
+  BusMessage,
+  BusState,
+  PublishOptions,
+  SubscribeOptions,
+  Subscription,
+} from './bus.ts';
 import { JSON_CONTENT_TYPE } from './bus.ts';
 import { newInstanceId } from './instance-id.ts';
 import { StateEmitter } from './state-emitter.ts';
@@ -104,7 +112,9 @@ export class MemoryBus implements Bus {
       };
       const timer = setTimeout(() => {
         this.#waiters.delete(wake);
-        reject(new CachecastError('BUS_PUBLISH_TIMEOUT', `not connected within ${this.#publishTimeoutMs} ms`));
+        reject(
+          new CachecastError('BUS_PUBLISH_TIMEOUT', `not connected within ${this.#publishTimeoutMs} ms`),
+        );
       }, this.#publishTimeoutMs);
       this.#waiters.add(wake);
     });

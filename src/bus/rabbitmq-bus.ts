@@ -5,7 +5,15 @@ import type { Logger } from '../observe/logger.ts';
 import { silentLogger } from '../observe/logger.ts';
 import { redactUrl } from '../util/redact.ts';
 import { parseAmqpUrls } from './amqp-url.ts';
-import type { Bus, BusHandler, BusMessage, BusState, PublishOptions, SubscribeOptions, Subscription } from './bus.ts';
+import type {
+  Bus,
+  BusHandler,
+  BusMessage,
+  BusState,
+  PublishOptions,
+  SubscribeOptions,
+  Subscription,
+} from './bus.ts';
 import { JSON_CONTENT_TYPE } from './bus.ts';
 import { newInstanceId } from './instance-id.ts';
 import { StateEmitter } from './state-emitter.ts';

@@ -7,7 +7,9 @@ import { redactUrl } from '../util/redact.ts';
 
 export function buildCli(): Command {
   const program = new Command('cachecast')
-    .description('In-memory replicas of read-mostly data, kept identical across instances by RabbitMQ fanout events')
+    .description(
+      'In-memory replicas of read-mostly data, kept identical across instances by RabbitMQ fanout events',
+    )
     .version('0.1.0')
     .showHelpAfterError()
     .exitOverride();

@@ -53,18 +53,30 @@ function url(name: string, value: string, protocols: string[]): string {
     throw new CachecastError('CONFIG_INVALID', `${name} is not a URL: ${redactUrl(value)}`);
   }
   if (!protocols.includes(parsed.protocol)) {
-    throw new CachecastError('CONFIG_INVALID', `${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`);
+    throw new CachecastError(
+      'CONFIG_INVALID',
+      `${name} must use ${protocols.join(' or ')}, got ${parsed.protocol}`,
+    );
   }
   return value;
 }
 
 /** Parses an integer variable with bounds, or returns the default. */
-export function intVar(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number, max: number): number {
+export function intVar(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   const raw = env[name]?.trim();
   if (!raw) return fallback;
   const value = Number(raw);
   if (!Number.isInteger(value) || value < min || value > max) {
-    throw new CachecastError('CONFIG_INVALID', `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`);
+    throw new CachecastError(
+      'CONFIG_INVALID',
+      `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
+    );
   }
   return value;
 }

@@ -35,9 +35,13 @@ export const blacklistDataset: Dataset<number> = {
   expireAt: blacklistExpireAtMs,
   decode(event): Change<number> {
     if (event.type !== 'blacklist_added') {
-      throw new CachecastError('EVENT_UNKNOWN_TYPE', `unknown blacklist event type ${JSON.stringify(event.type)}`);
+      throw new CachecastError(
+        'EVENT_UNKNOWN_TYPE',
+        `unknown blacklist event type ${JSON.stringify(event.type)}`,
+      );
     }
-    if (!isValidJti(event.jti)) throw new CachecastError('EVENT_BAD_SHAPE', 'blacklist_added needs a string "jti"');
+    if (!isValidJti(event.jti))
+      throw new CachecastError('EVENT_BAD_SHAPE', 'blacklist_added needs a string "jti"');
     const expireAt = event.expire_at;
     if (typeof expireAt !== 'number' || !Number.isFinite(expireAt) || expireAt <= 0) {
       throw new CachecastError('EVENT_BAD_SHAPE', 'blacklist_added needs "expire_at" in unix seconds');

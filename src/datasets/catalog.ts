@@ -22,9 +22,18 @@ export const characterSchema = z.object({
   name: text,
   match_label: text,
   // The seed fills these from a metadata dict, so they may be null.
-  type_label: text.nullable().optional().transform((v) => v ?? null),
-  dialog: text.nullable().optional().transform((v) => v ?? null),
-  is_default: z.boolean().optional().transform((v) => v ?? false),
+  type_label: text
+    .nullable()
+    .optional()
+    .transform((v) => v ?? null),
+  dialog: text
+    .nullable()
+    .optional()
+    .transform((v) => v ?? null),
+  is_default: z
+    .boolean()
+    .optional()
+    .transform((v) => v ?? false),
 });
 
 function parseCharacter(value: unknown, where: string): Character {
@@ -32,7 +41,10 @@ function parseCharacter(value: unknown, where: string): Character {
   if (!result.success) {
     const issue = result.error.issues[0];
     const path = issue?.path.join('.') ?? '';
-    throw new CachecastError('EVENT_BAD_SHAPE', `${where}${path ? `.${path}` : ''}: ${issue?.message ?? 'invalid'}`);
+    throw new CachecastError(
+      'EVENT_BAD_SHAPE',
+      `${where}${path ? `.${path}` : ''}: ${issue?.message ?? 'invalid'}`,
+    );
   }
   return result.data;
 }
@@ -74,7 +86,10 @@ export const catalogDataset: Dataset<Character> = {
         return { kind: 'delete', key: id };
       }
       default:
-        throw new CachecastError('EVENT_UNKNOWN_TYPE', `unknown catalog event type ${JSON.stringify(event.type)}`);
+        throw new CachecastError(
+          'EVENT_UNKNOWN_TYPE',
+          `unknown catalog event type ${JSON.stringify(event.type)}`,
+        );
     }
   },
 };

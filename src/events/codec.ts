@@ -25,6 +25,12 @@ export function encodeEvent(
   return { body, headers: secret ? { [SIGNATURE_HEADER]: sign(body, secret) } : {} };
 }
 
+/** A parsed event: its type and envelope checked, the payload still raw. */
+export interface ParsedEvent extends EventEnvelope {
+  type: string;
+  [field: string]: unknown;
+}
+
 export interface DecodeOptions {
   maxBytes: number;
   secret?: string | undefined;
@@ -34,7 +40,7 @@ export interface DecodeOptions {
  * Checks size, content type, signature and JSON syntax; returns the parsed
  * object with its envelope fields validated. The dataset checks the rest.
  */
-export function parseEventMessage(message: BusMessage, options: DecodeOptions): Record<string, unknown> {
+export function parseEventMessage(message: BusMessage, options: DecodeOptions): ParsedEvent {
   if (message.body.length > options.maxBytes) {
     throw new CachecastError(
       'EVENT_TOO_LARGE',
@@ -49,7 +55,9 @@ export function parseEventMessage(message: BusMessage, options: DecodeOptions): 
     const given = message.headers[SIGNATURE_HEADER];
     if (given === undefined) throw new CachecastError('EVENT_UNSIGNED', 'event has no signature');
     const expected = Buffer.from(sign(message.body, options.secret));
-    const actual = Buffer.from(typeof given === 'string' ? given : String(given));
+    const actual = Buffer.from(
+      typeof given === 'string' ? given : Buffer.isBuffer(given) ? given.toString() : '',
+    );
     if (actual.length !== expected.length || !timingSafeEqual(actual, expected)) {
       throw new CachecastError('EVENT_BAD_SIGNATURE', 'event signature does not match');
     }
@@ -64,9 +72,10 @@ export function parseEventMessage(message: BusMessage, options: DecodeOptions): 
     throw new CachecastError('EVENT_BAD_SHAPE', 'event body is not a JSON object');
   }
   const event = parsed as Record<string, unknown>;
-  if (typeof event.type !== 'string') throw new CachecastError('EVENT_BAD_SHAPE', 'event has no string "type"');
+  if (typeof event.type !== 'string')
+    throw new CachecastError('EVENT_BAD_SHAPE', 'event has no string "type"');
   checkEnvelope(event);
-  return event;
+  return event as ParsedEvent;
 }
 
 function checkEnvelope(event: Record<string, unknown>): void {

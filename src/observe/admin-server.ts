@@ -48,7 +48,10 @@ export class AdminServer {
         return send(res, 200, { status: 'ok' });
       case '/readyz': {
         const ready = this.isReady();
-        return send(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not_ready', replicas: this.#replicaStates() });
+        return send(res, ready ? 200 : 503, {
+          status: ready ? 'ready' : 'not_ready',
+          replicas: this.#replicaStates(),
+        });
       }
       case '/metrics': {
         const text = await this.#o.registry.metrics();
@@ -57,7 +60,11 @@ export class AdminServer {
         return;
       }
       case '/replicas':
-        return send(res, 200, [...this.#o.replicas()].map((r) => r.stats()));
+        return send(
+          res,
+          200,
+          [...this.#o.replicas()].map((r) => r.stats()),
+        );
       default: {
         const route = path ? this.#o.routes?.[path] : undefined;
         if (route) return send(res, 200, await route());

@@ -18,7 +18,11 @@ export function createMetricsRegistry(
   const each = (fn: (stats: ReturnType<ReplicatedCache<unknown>['stats']>) => void): void => {
     for (const replica of replicas()) fn(replica.stats());
   };
-  const gauge = (name: string, help: string, value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number) =>
+  const gauge = (
+    name: string,
+    help: string,
+    value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number,
+  ) =>
     new Gauge({
       name: p + name,
       help,
@@ -29,7 +33,11 @@ export function createMetricsRegistry(
         each((s) => this.set({ dataset: s.dataset }, value(s)));
       },
     });
-  const counter = (name: string, help: string, value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number) =>
+  const counter = (
+    name: string,
+    help: string,
+    value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number,
+  ) =>
     new Counter({
       name: p + name,
       help,

@@ -76,7 +76,8 @@ export class OutboxRelay {
     this.#retryBaseMs = options.retryBaseMs ?? 100;
     this.#secret = options.eventSecret || undefined;
     this.#listenConfig = options.listenConfig;
-    if (this.#pollIntervalMs <= 0 || this.#batchSize <= 0) throw new RangeError('pollIntervalMs and batchSize must be > 0');
+    if (this.#pollIntervalMs <= 0 || this.#batchSize <= 0)
+      throw new RangeError('pollIntervalMs and batchSize must be > 0');
   }
 
   get stats(): RelayStats {
@@ -93,7 +94,9 @@ export class OutboxRelay {
 
   async #listen(): Promise<void> {
     if (this.#closing) return;
-    const client = new pg.Client(this.#listenConfig ?? (this.#pool as unknown as { options: pg.ClientConfig }).options);
+    const client = new pg.Client(
+      this.#listenConfig ?? (this.#pool as unknown as { options: pg.ClientConfig }).options,
+    );
     client.on('notification', () => this.kick());
     client.on('error', (err) => {
       this.#log.warn({ err: describeError(err) }, 'outbox LISTEN connection lost; polling until it is back');
@@ -129,7 +132,8 @@ export class OutboxRelay {
 
   #schedule(): void {
     if (this.#closing || !this.#started) return;
-    const delay = this.#failures > 0 ? backoffDelay(this.#failures - 1, this.#retryBaseMs, 5000) : this.#pollIntervalMs;
+    const delay =
+      this.#failures > 0 ? backoffDelay(this.#failures - 1, this.#retryBaseMs, 5000) : this.#pollIntervalMs;
     if (this.#again && this.#failures === 0) {
       this.#again = false;
       this.kick();
@@ -152,7 +156,10 @@ export class OutboxRelay {
       this.#failures++;
       this.#stats.failures++;
       this.#stats.last_error = describeError(err);
-      this.#log.warn({ err: describeError(err), attempt: this.#failures }, 'outbox relay batch failed; will retry');
+      this.#log.warn(
+        { err: describeError(err), attempt: this.#failures },
+        'outbox relay batch failed; will retry',
+      );
     }
   }
 
@@ -166,9 +173,10 @@ export class OutboxRelay {
     let broken = false;
     try {
       await client.query('BEGIN');
-      const { rows: lock } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1) AS ok', [
-        RELAY_LOCK,
-      ]);
+      const { rows: lock } = await client.query<{ ok: boolean }>(
+        'SELECT pg_try_advisory_xact_lock($1) AS ok',
+        [RELAY_LOCK],
+      );
       if (!lock[0]?.ok) {
         await client.query('COMMIT');
         return 'busy';

@@ -175,7 +175,9 @@ export class ReplicatedCache<V> {
         const value = await this.#o.source.get(key);
         return value !== undefined && this.#live(value) ? value : undefined;
       } catch (err) {
-        throw new CachecastError('SOURCE_FAILED', `source read failed: ${describeError(err)}`, { cause: err });
+        throw new CachecastError('SOURCE_FAILED', `source read failed: ${describeError(err)}`, {
+          cause: err,
+        });
       }
     }
     return this.get(key);
@@ -189,7 +191,8 @@ export class ReplicatedCache<V> {
 
   #index(name: string): Map<string, Set<string>> {
     const index = this.#store.indexes.get(name);
-    if (!index) throw new CachecastError('REPLICA_UNKNOWN_INDEX', `dataset ${this.dataset} has no index ${name}`);
+    if (!index)
+      throw new CachecastError('REPLICA_UNKNOWN_INDEX', `dataset ${this.dataset} has no index ${name}`);
     return index;
   }
 
@@ -260,7 +263,13 @@ export class ReplicatedCache<V> {
         maxBytes: this.#o.maxEventBytes,
         secret: this.#o.eventSecret,
       });
-      event = { ...parsed, type: parsed.type as string, change: this.#o.dataset.decode(parsed) } as DecodedEvent<V>;
+      // Keep only what ordering needs: the raw payload is not held in buffers.
+      event = {
+        type: parsed.type,
+        version: parsed.version,
+        published_at: parsed.published_at,
+        change: this.#o.dataset.decode(parsed),
+      };
     } catch (err) {
       this.#reject(err);
       return;
@@ -385,7 +394,9 @@ export class ReplicatedCache<V> {
           // Events are missing between the snapshot and the buffer: load again.
           reason = this.#bufferOverflowed ? 'buffer-overflow' : 'gap';
           this.#gaps++;
-          await this.#pause(backoffDelay(Math.min(failures++, 3), this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs));
+          await this.#pause(
+            backoffDelay(Math.min(failures++, 3), this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs),
+          );
           continue;
         }
         this.#store = next;

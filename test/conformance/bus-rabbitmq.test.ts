@@ -17,7 +17,12 @@ busConformance('rabbitmq', {
     const url = new URL(RABBITMQ_URL);
     url.hostname = '127.0.0.1';
     url.port = String(proxy.port);
-    const bus = new RabbitMQBus({ url: url.toString(), publishTimeoutMs: 1500, retryLowMs: 50, retryHighMs: 300 });
+    const bus = new RabbitMQBus({
+      url: url.toString(),
+      publishTimeoutMs: 1500,
+      retryLowMs: 50,
+      retryHighMs: 300,
+    });
     proxies.set(bus, proxy);
     await waitFor(() => bus.state === 'up', 'bus up');
     return bus;

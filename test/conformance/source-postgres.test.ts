@@ -27,7 +27,15 @@ sourceConformance<Character>('postgres (catalog)', {
     const id = idFor(i === 501 ? 500 : i);
     return [
       id,
-      { id, code: `code-${i}`, name: `Name ${i}`, match_label: `label-${i}`, type_label: null, dialog: 'hi', is_default: false },
+      {
+        id,
+        code: `code-${i}`,
+        name: `Name ${i}`,
+        match_label: `label-${i}`,
+        type_label: null,
+        dialog: 'hi',
+        is_default: false,
+      },
     ];
   },
   teardown: async () => {

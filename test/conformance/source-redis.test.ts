@@ -21,10 +21,18 @@ sourceConformance<number>('redis (blacklist)', {
       source: blacklistSource(client, { prefix, versionKey, scanCount: 100 }),
       set: async (key, value) => {
         const expireAtS = value + 1_704_067_200;
-        await client.multi().set(prefix + key, '1', { EXAT: expireAtS }).incr(versionKey).exec();
+        await client
+          .multi()
+          .set(prefix + key, '1', { EXAT: expireAtS })
+          .incr(versionKey)
+          .exec();
       },
       delete: async (key) => {
-        await client.multi().del(prefix + key).incr(versionKey).exec();
+        await client
+          .multi()
+          .del(prefix + key)
+          .incr(versionKey)
+          .exec();
       },
     };
   },

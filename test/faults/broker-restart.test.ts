@@ -35,7 +35,12 @@ function rabbitmqctl(...args: string[]): void {
 describe('faults: the RabbitMQ broker restarts', () => {
   it('ends with every replica equal to the source, writes accepted throughout', async () => {
     const relayBus = await testBus(undefined, { publishTimeoutMs: 1000 });
-    const relay = new OutboxRelay({ pool: db.pool, bus: relayBus, listenConfig: db.config, pollIntervalMs: 100 });
+    const relay = new OutboxRelay({
+      pool: db.pool,
+      bus: relayBus,
+      listenConfig: db.config,
+      pollIntervalMs: 100,
+    });
     await relay.start();
     closers.push(async () => {
       await relay.close();
@@ -44,7 +49,12 @@ describe('faults: the RabbitMQ broker restarts', () => {
     const replicas = await Promise.all(
       [1, 2, 3].map(async () => {
         const bus = await testBus();
-        const r = new ReplicatedCache<Character>({ dataset, bus, source: catalogSource(db.pool), versionCheckIntervalMs: 0 });
+        const r = new ReplicatedCache<Character>({
+          dataset,
+          bus,
+          source: catalogSource(db.pool),
+          versionCheckIntervalMs: 0,
+        });
         closers.push(async () => {
           await r.close();
           await bus.close();
@@ -79,7 +89,11 @@ describe('faults: the RabbitMQ broker restarts', () => {
     const truth = new Map<string, Character>();
     await source.load((k, v) => truth.set(k, v));
     for (const r of replicas) {
-      await waitFor(() => r.state === 'ready' && r.version === target, 'replica converged after the restart', 60_000);
+      await waitFor(
+        () => r.state === 'ready' && r.version === target,
+        'replica converged after the restart',
+        60_000,
+      );
       assert.equal(r.size, truth.size);
       for (const [id, c] of truth) assert.deepEqual(r.get(id), c);
     }

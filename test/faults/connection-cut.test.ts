@@ -73,7 +73,10 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
   it('events published during a cut are not lost: degraded during, ready and equal to the source after', async () => {
     const { replica, proxy } = await proxiedReplica();
     await write('before-cut');
-    await waitFor(async () => replica.version === (await catalogSource(db.pool).version()), 'replica current');
+    await waitFor(
+      async () => replica.version === (await catalogSource(db.pool).version()),
+      'replica current',
+    );
     proxy.cut();
     await waitFor(() => replica.state === 'degraded', 'replica degraded');
     for (let i = 0; i < 20; i++) await write(`during-cut-${i}`);
@@ -81,7 +84,10 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     assert.equal(replica.state, 'degraded');
     proxy.restore();
     await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
-    await waitFor(async () => replica.version === (await catalogSource(db.pool).version()), 'replica caught up');
+    await waitFor(
+      async () => replica.version === (await catalogSource(db.pool).version()),
+      'replica caught up',
+    );
     await assertEqualsSource(replica);
     assert.equal(replica.stats().last_resync_reason, 'reconnect');
   });
@@ -94,7 +100,10 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     await waitFor(() => replica.state === 'degraded', 'replica degraded by heartbeat timeout', 15_000);
     proxy.restore();
     await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
-    await waitFor(async () => replica.version === (await catalogSource(db.pool).version()), 'replica caught up');
+    await waitFor(
+      async () => replica.version === (await catalogSource(db.pool).version()),
+      'replica caught up',
+    );
     await assertEqualsSource(replica);
   });
 
@@ -119,7 +128,11 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     await writer;
     const target = await catalogSource(db.pool).version();
     for (const { replica } of replicas) {
-      await waitFor(() => replica.version === target && replica.state === 'ready', 'replica converged', 20_000);
+      await waitFor(
+        () => replica.version === target && replica.state === 'ready',
+        'replica converged',
+        20_000,
+      );
       await assertEqualsSource(replica);
     }
     assert.ok(written > 20, `wrote ${written}`);

@@ -25,7 +25,12 @@ before(async () => {
   db = await testDatabase();
   const bus = await testBus();
   // No periodic check: only the outbox may repair what follows.
-  replica = new ReplicatedCache<Character>({ dataset, bus, source: catalogSource(db.pool), versionCheckIntervalMs: 0 });
+  replica = new ReplicatedCache<Character>({
+    dataset,
+    bus,
+    source: catalogSource(db.pool),
+    versionCheckIntervalMs: 0,
+  });
   await replica.start();
   closers.push(async () => {
     await replica.close();
@@ -46,10 +51,13 @@ function child(script: string, env: Record<string, string>) {
   });
   let output = '';
   proc.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  closers.push(async () => {
+  closers.push(() => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    return Promise.resolve();
   });
-  const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.on('exit', (_code, signal) => resolve(signal)));
+  const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+    proc.on('exit', (_code, signal) => resolve(signal)),
+  );
   return { proc, output: () => output, exited };
 }
 
@@ -85,7 +93,8 @@ describe('faults: processes killed between commit and publish', () => {
 
   it('a relay killed mid-batch: a new relay republishes the rest, replicas drop the duplicates', async () => {
     await stopRelays();
-    for (let i = 0; i < 300; i++) await upsertCharacter(db.pool, { ...character(`k${i}`), id: randomUUID() }, topic);
+    for (let i = 0; i < 300; i++)
+      await upsertCharacter(db.pool, { ...character(`k${i}`), id: randomUUID() }, topic);
     const target = await catalogSource(db.pool).version();
     const relayChild = child('relay-process.ts', {});
     await waitFor(() => /published [1-9]\d*/.test(relayChild.output()), 'the child relay publishing', 15_000);

@@ -38,7 +38,12 @@ function uuidCharacter(code: string): Character {
 
 async function replica(bus?: RabbitMQBus): Promise<ReplicatedCache<Character>> {
   const b = bus ?? (await testBus());
-  const r = new ReplicatedCache<Character>({ dataset, bus: b, source: catalogSource(db.pool), versionCheckIntervalMs: 0 });
+  const r = new ReplicatedCache<Character>({
+    dataset,
+    bus: b,
+    source: catalogSource(db.pool),
+    versionCheckIntervalMs: 0,
+  });
   closers.push(async () => {
     await r.close();
     if (!bus) await b.close();
@@ -73,7 +78,11 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     await relay();
     const c = uuidCharacter('plastic');
     const version = await upsertCharacter(db.pool, { ...c, match_label: 'plastic' }, topic);
-    await waitFor(() => a.version === version && b.version === version, 'both replicas at the new version', 5000);
+    await waitFor(
+      () => a.version === version && b.version === version,
+      'both replicas at the new version',
+      5000,
+    );
     for (const r of [a, b]) {
       assert.equal(r.get(c.id)?.code, 'plastic');
       assert.equal(r.findOne('match_label', 'plastic')?.id, c.id);
@@ -86,18 +95,27 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     const before = await catalogSource(db.pool).version();
     await assert.rejects(
       withTransaction(db.pool, async (tx) => {
-        await appendToOutbox(tx, { dataset: 'catalog', topic, payload: { type: 'delete', character_id: 'x' } });
+        await appendToOutbox(tx, {
+          dataset: 'catalog',
+          topic,
+          payload: { type: 'delete', character_id: 'x' },
+        });
         throw new Error('abort');
       }),
     );
     assert.equal(await catalogSource(db.pool).version(), before);
-    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM cachecast_outbox WHERE version > $1', [before]);
-    assert.equal(rows[0].n, 0);
+    const { rows } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM cachecast_outbox WHERE version > $1',
+      [before],
+    );
+    assert.equal(rows[0]!.n, 0);
   });
 
   it('concurrent writers get gapless versions in commit order', async () => {
     const before = await catalogSource(db.pool).version();
-    const versions = await Promise.all(Array.from({ length: 30 }, (_, i) => upsertCharacter(db.pool, uuidCharacter(`c${i}`), topic)));
+    const versions = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => upsertCharacter(db.pool, uuidCharacter(`c${i}`), topic)),
+    );
     assert.deepEqual(
       [...versions].sort((x, y) => x - y),
       Array.from({ length: 30 }, (_, i) => before + i + 1),
@@ -147,11 +165,17 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     const bus = await testBus();
     closers.push(() => bus.close());
     const seen: number[] = [];
-    await bus.subscribe(topic, (m) => void seen.push((JSON.parse(m.body.toString()) as { version: number }).version));
+    await bus.subscribe(
+      topic,
+      (m) => void seen.push((JSON.parse(m.body.toString()) as { version: number }).version),
+    );
     const first = (await catalogSource(db.pool).version()) + 1;
     for (let i = 0; i < 120; i++) await upsertCharacter(db.pool, uuidCharacter(`order-${i}`), topic);
     await relay();
     await waitFor(() => seen.length >= 120, '120 events', 10_000);
-    assert.deepEqual(seen.slice(0, 120), Array.from({ length: 120 }, (_, i) => first + i));
+    assert.deepEqual(
+      seen.slice(0, 120),
+      Array.from({ length: 120 }, (_, i) => first + i),
+    );
   });
 });

@@ -30,7 +30,8 @@ export async function testDatabase(): Promise<TestDatabase> {
   await admin.query(`CREATE SCHEMA ${schema}`);
   await admin.end();
   const config: pg.ClientConfig = { connectionString: DATABASE_URL, options: `-c search_path=${schema}` };
-  const makePool = (overrides: pg.PoolConfig = {}): pg.Pool => new pg.Pool({ ...config, max: 5, ...overrides });
+  const makePool = (overrides: pg.PoolConfig = {}): pg.Pool =>
+    new pg.Pool({ ...config, max: 5, ...overrides });
   const pool = makePool();
   await migrate(pool);
   return {

@@ -19,7 +19,10 @@ export async function rabbitProxy(): Promise<TcpProxy> {
 }
 
 /** A bus with fast reconnects, optionally through a proxy; resolves once connected. */
-export async function testBus(proxy?: TcpProxy, options: Partial<RabbitMQBusOptions> = {}): Promise<RabbitMQBus> {
+export async function testBus(
+  proxy?: TcpProxy,
+  options: Partial<RabbitMQBusOptions> = {},
+): Promise<RabbitMQBus> {
   const bus = new RabbitMQBus({
     url: proxy ? urlThrough(proxy) : RABBITMQ_URL,
     retryLowMs: 50,

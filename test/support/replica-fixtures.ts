@@ -3,7 +3,11 @@ import type { Bus } from '../../src/bus/bus.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
 import { encodeEvent } from '../../src/events/codec.ts';
 
-export function character(code: string, match_label = `label-${code}`, extra: Partial<Character> = {}): Character {
+export function character(
+  code: string,
+  match_label = `label-${code}`,
+  extra: Partial<Character> = {},
+): Character {
   return {
     id: `id-${code}`,
     code,

@@ -47,7 +47,13 @@ describe('ReplicatedCache: sync protocol', () => {
     await replica.start();
     assert.equal(replica.state, 'ready');
     assert.equal(replica.version, 2);
-    assert.deepEqual(replica.values().map((c) => c.code).sort(), ['a', 'b']);
+    assert.deepEqual(
+      replica
+        .values()
+        .map((c) => c.code)
+        .sort(),
+      ['a', 'b'],
+    );
     assert.equal(replica.get('id-a')?.name, 'Name a');
   });
 
@@ -66,8 +72,18 @@ describe('ReplicatedCache: sync protocol', () => {
     const started = replica.start();
     await settle();
     // Published after subscribe but before the snapshot completes.
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('a', 'x') }, { version: 1 });
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('b') }, { version: 2 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('a', 'x') },
+      { version: 1 },
+    );
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('b') },
+      { version: 2 },
+    );
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'delete', character_id: 'id-a' }, { version: 3 });
     await settle();
     assert.equal(replica.state, 'syncing');
@@ -75,15 +91,28 @@ describe('ReplicatedCache: sync protocol', () => {
     await started;
     assert.equal(loads, 1);
     assert.equal(replica.version, 3);
-    assert.deepEqual(replica.values().map((c) => c.code), ['b']);
+    assert.deepEqual(
+      replica.values().map((c) => c.code),
+      ['b'],
+    );
   });
 
   it('applies v == local+1, drops v <= local as a duplicate', async () => {
     const { replica, source, publisher } = catalog();
     seed(source, 'a');
     await replica.start();
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('b') }, { version: 2 });
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('b', 'changed') }, { version: 2 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('b') },
+      { version: 2 },
+    );
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('b', 'changed') },
+      { version: 2 },
+    );
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'delete', character_id: 'id-a' }, { version: 1 });
     await settle();
     assert.equal(replica.version, 2);
@@ -101,10 +130,21 @@ describe('ReplicatedCache: sync protocol', () => {
     // Two changes reach the source; only the second event reaches the bus.
     seed(source, 'b'); // v2, its event lost
     seed(source, 'c'); // v3
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('c') }, { version: 3 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('c') },
+      { version: 3 },
+    );
     await settle();
     assert.equal(replica.version, 3);
-    assert.deepEqual(replica.values().map((c) => c.code).sort(), ['a', 'b', 'c']);
+    assert.deepEqual(
+      replica
+        .values()
+        .map((c) => c.code)
+        .sort(),
+      ['a', 'b', 'c'],
+    );
     const stats = replica.stats();
     assert.equal(stats.gaps, 1);
     assert.equal(stats.last_resync_reason, 'gap');
@@ -122,7 +162,13 @@ describe('ReplicatedCache: sync protocol', () => {
     });
     await settle();
     assert.equal(replica.version, 1);
-    assert.deepEqual(replica.values().map((c) => c.code).sort(), ['x', 'y']);
+    assert.deepEqual(
+      replica
+        .values()
+        .map((c) => c.code)
+        .sort(),
+      ['x', 'y'],
+    );
     assert.equal(replica.stats().gaps, 0);
   });
 
@@ -188,10 +234,19 @@ describe('ReplicatedCache: sync protocol', () => {
     source.replace([['id-z', character('z')]]);
     const resync = replica.resync();
     await settle();
-    assert.deepEqual(replica.values().map((c) => c.code).sort(), ['a', 'b']);
+    assert.deepEqual(
+      replica
+        .values()
+        .map((c) => c.code)
+        .sort(),
+      ['a', 'b'],
+    );
     gate.resolve();
     await resync;
-    assert.deepEqual(replica.values().map((c) => c.code), ['z']);
+    assert.deepEqual(
+      replica.values().map((c) => c.code),
+      ['z'],
+    );
   });
 
   it('retries a failing source with backoff, degraded meanwhile, and recovers', async () => {
@@ -234,7 +289,12 @@ describe('ReplicatedCache: bus outages', () => {
     broker.disconnect(bus);
     assert.equal(replica.state, 'degraded');
     seed(source, 'b');
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('b') }, { version: 2 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('b') },
+      { version: 2 },
+    );
     broker.reconnect(bus);
     await settle();
     await settle();
@@ -254,7 +314,10 @@ describe('ReplicatedCache: bus outages', () => {
       () => replica.get('id-a'),
       (err) => isCachecastError(err, 'REPLICA_UNAVAILABLE'),
     );
-    assert.throws(() => replica.values(), (err) => isCachecastError(err, 'REPLICA_UNAVAILABLE'));
+    assert.throws(
+      () => replica.values(),
+      (err) => isCachecastError(err, 'REPLICA_UNAVAILABLE'),
+    );
     broker.reconnect(bus);
     await settle();
     await settle();
@@ -281,7 +344,12 @@ describe('ReplicatedCache: indexes', () => {
     source.set('id-b', character('b', 'paper'));
     await replica.start();
     assert.equal(replica.findOne('match_label', 'plastic')?.code, 'a');
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('a', 'glass') }, { version: 3 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('a', 'glass') },
+      { version: 3 },
+    );
     await settle();
     assert.equal(replica.findOne('match_label', 'plastic'), undefined);
     assert.equal(replica.findOne('match_label', 'glass')?.code, 'a');
@@ -295,7 +363,13 @@ describe('ReplicatedCache: indexes', () => {
       { version: 5 },
     );
     await settle();
-    assert.deepEqual(replica.findAll('match_label', 'can').map((c) => c.code).sort(), ['c', 'd']);
+    assert.deepEqual(
+      replica
+        .findAll('match_label', 'can')
+        .map((c) => c.code)
+        .sort(),
+      ['c', 'd'],
+    );
     assert.equal(replica.findOne('match_label', 'glass'), undefined);
     source.replace([['id-e', character('e', 'vinyl')]]);
     source.replace([['id-e', character('e', 'vinyl')]]);
@@ -303,7 +377,10 @@ describe('ReplicatedCache: indexes', () => {
     await replica.resync();
     assert.equal(replica.findOne('match_label', 'can'), undefined);
     assert.equal(replica.findOne('code', 'e')?.match_label, 'vinyl');
-    assert.throws(() => replica.findOne('nope', 'x'), (err) => isCachecastError(err, 'REPLICA_UNKNOWN_INDEX'));
+    assert.throws(
+      () => replica.findOne('nope', 'x'),
+      (err) => isCachecastError(err, 'REPLICA_UNKNOWN_INDEX'),
+    );
   });
 });
 
@@ -324,7 +401,12 @@ describe('ReplicatedCache: TTL entries', () => {
     });
     open.push(replica as ReplicatedCache<unknown>);
     await replica.start();
-    await publishEvent(publisher, BLACKLIST_TOPIC, { type: 'blacklist_added', jti: 'new', expire_at: nowS + 60 }, { version: 2 });
+    await publishEvent(
+      publisher,
+      BLACKLIST_TOPIC,
+      { type: 'blacklist_added', jti: 'new', expire_at: nowS + 60 },
+      { version: 2 },
+    );
     await settle();
     assert.equal(replica.has('old'), true);
     assert.equal(replica.has('new'), true);
@@ -343,7 +425,13 @@ describe('ReplicatedCache: TTL entries', () => {
     const source = new MemorySource<number>();
     source.set('gone', toBlacklistValue(clock.now() / 1000 - 1));
     source.set('live', toBlacklistValue(clock.now() / 1000 + 100));
-    const replica = new ReplicatedCache<number>({ dataset: blacklistDataset, bus, source, clock, versionCheckIntervalMs: 0 });
+    const replica = new ReplicatedCache<number>({
+      dataset: blacklistDataset,
+      bus,
+      source,
+      clock,
+      versionCheckIntervalMs: 0,
+    });
     open.push(replica as ReplicatedCache<unknown>);
     await replica.start();
     assert.equal(replica.size, 1);
@@ -359,9 +447,19 @@ describe('ReplicatedCache: malformed events', () => {
     await publisher.publish(CATALOG_TOPIC, '[1,2]');
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'explode' });
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: { id: 'x' } });
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('v') }, { version: -1 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('v') },
+      { version: -1 },
+    );
     await publisher.publish(CATALOG_TOPIC, Buffer.alloc(64 * 1024 * 1024 + 1, 32));
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('ok') }, { version: 2 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('ok') },
+      { version: 2 },
+    );
     await settle();
     const stats = replica.stats();
     assert.equal(stats.events_rejected, 6);
@@ -382,9 +480,26 @@ describe('ReplicatedCache: malformed events', () => {
     const { replica, source, publisher } = catalog({ eventSecret: secret });
     seed(source, 'a');
     await replica.start();
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('u') }, { version: 2 });
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('w') }, { version: 2 }, 'wrong-secret-xxxxxxxx');
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('s') }, { version: 2 }, secret);
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('u') },
+      { version: 2 },
+    );
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('w') },
+      { version: 2 },
+      'wrong-secret-xxxxxxxx',
+    );
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('s') },
+      { version: 2 },
+      secret,
+    );
     await settle();
     assert.deepEqual(replica.stats().rejected_by_code, { EVENT_UNSIGNED: 1, EVENT_BAD_SIGNATURE: 1 });
     assert.ok(replica.get('id-s'));
@@ -399,7 +514,12 @@ describe('ReplicatedCache: lifecycle', () => {
     await replica.start();
     await Promise.all([replica.close(), replica.close()]);
     await replica.close();
-    await publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: character('late') }, { version: 2 });
+    await publishEvent(
+      publisher,
+      CATALOG_TOPIC,
+      { type: 'upsert', character: character('late') },
+      { version: 2 },
+    );
     await settle();
     assert.equal(replica.get('id-late'), undefined);
   });

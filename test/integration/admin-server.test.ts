@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { MemoryBroker, MemoryBus } from '../../src/bus/memory-bus.ts';
+import type { Character } from '../../src/datasets/catalog.ts';
+import { catalogDataset } from '../../src/datasets/catalog.ts';
+import { AdminServer } from '../../src/observe/admin-server.ts';
+import { createMetricsRegistry } from '../../src/observe/metrics.ts';
+import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
+import { MemorySource } from '../../src/sources/memory-source.ts';
+import { deferred } from '../../src/util/deferred.ts';
+import { character, publishEvent } from '../support/replica-fixtures.ts';
+import { waitFor } from '../support/wait.ts';
+
+const broker = new MemoryBroker();
+const bus = new MemoryBus(broker);
+const source = new MemorySource<Character>();
+source.set('id-a', character('a'));
+const gate = deferred();
+const load = source.load.bind(source);
+source.load = async (put) => {
+  await gate.promise;
+  return load(put);
+};
+const replica = new ReplicatedCache<Character>({
+  dataset: catalogDataset,
+  bus,
+  source,
+  versionCheckIntervalMs: 0,
+});
+const replicas = () => [replica as ReplicatedCache<unknown>];
+const admin = new AdminServer({
+  replicas,
+  registry: createMetricsRegistry(replicas, { defaultMetrics: false }),
+  routes: { '/cache': () => ({ hits: 3 }) },
+});
+let base = '';
+
+after(async () => {
+  await replica.close();
+  await Promise.all([admin.close(), admin.close()]);
+  await bus.close();
+});
+
+describe('admin server', () => {
+  it('is healthy at once and ready only once every replica has synced', async () => {
+    base = `http://127.0.0.1:${await admin.listen(0, '127.0.0.1')}`;
+    const started = replica.start();
+    assert.equal((await fetch(`${base}/healthz`)).status, 200);
+    const notReady = await fetch(`${base}/readyz`);
+    assert.equal(notReady.status, 503);
+    assert.deepEqual(await notReady.json(), { status: 'not_ready', replicas: { catalog: 'syncing' } });
+    gate.resolve();
+    await started;
+    const ready = await fetch(`${base}/readyz`);
+    assert.equal(ready.status, 200);
+  });
+
+  it('serves /replicas with the contract fields', async () => {
+    await publishEvent(
+      new MemoryBus(broker),
+      catalogDataset.topic,
+      { type: 'upsert', character: character('b') },
+      { version: 2, published_at: Date.now() },
+    );
+    await waitFor(() => replica.version === 2, 'event applied');
+    const body = (await (await fetch(`${base}/replicas`)).json()) as Array<Record<string, unknown>>;
+    assert.equal(body.length, 1);
+    const r = body[0]!;
+    for (const field of ['dataset', 'state', 'version', 'size', 'last_event_at', 'lag_ms'])
+      assert.ok(field in r, field);
+    assert.equal(r.dataset, 'catalog');
+    assert.equal(r.state, 'ready');
+    assert.equal(r.version, 2);
+    assert.equal(r.size, 2);
+    assert.equal(typeof r.lag_ms, 'number');
+  });
+
+  it('serves Prometheus metrics per dataset', async () => {
+    const res = await fetch(`${base}/metrics`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type') ?? '', /text\/plain/);
+    const text = await res.text();
+    assert.match(text, /cachecast_replica_size\{dataset="catalog"\} 2/);
+    assert.match(text, /cachecast_replica_version\{dataset="catalog"\} 2/);
+    assert.match(text, /cachecast_replica_state\{dataset="catalog",state="ready"\} 1/);
+    assert.match(text, /cachecast_replica_events_applied_total\{dataset="catalog"\} 1/);
+  });
+
+  it('serves extra routes, 404s unknown paths and refuses other methods', async () => {
+    assert.deepEqual(await (await fetch(`${base}/cache`)).json(), { hits: 3 });
+    assert.equal((await fetch(`${base}/nope`)).status, 404);
+    assert.equal((await fetch(`${base}/replicas`, { method: 'POST' })).status, 405);
+  });
+
+  it('reports a degraded replica as still ready (it serves) and in /replicas', async () => {
+    broker.disconnect(bus);
+    const body = (await (await fetch(`${base}/replicas`)).json()) as Array<Record<string, unknown>>;
+    assert.equal(body[0]!.state, 'degraded');
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    broker.reconnect(bus);
+    await waitFor(() => replica.state === 'ready', 'ready again');
+  });
+});
