@@ -8,6 +8,8 @@
 // Keys are flat strings (see freshCopy): a cons string key, as randomUUID()
 // returns, makes every Map lookup 2-4x slower and would measure V8, not us.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BentoCache, bentostore } from 'bentocache';
 import { memoryDriver } from 'bentocache/drivers/memory';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
@@ -103,6 +105,11 @@ async function bentoHas(bento: Bento, keys: readonly string[]): Promise<number> 
 }
 
 type Bento = Pick<BentoCache<Record<string, never>>, 'get' | 'has'>;
+
+function bentoVersion(): string {
+  const file = join(import.meta.dirname, '..', 'node_modules', 'bentocache', 'package.json');
+  return (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version;
+}
 
 interface Variant {
   name: string;
@@ -256,7 +263,7 @@ async function main(): Promise<void> {
   printRows(`read cost, ${N} entries, median of ${RUNS} runs`, rows);
   const notes = [
     `${N} uuid jti keys, random access order, fresh key strings; sync variants ${PASSES}x${N} lookups/run, bentocache ${BENTO_OPS}/run; median of ${RUNS} interleaved runs.`,
-    `bentocache ${'1.x'} memory driver with default serialization (maxSize 1gb); its load of ${N} entries took ${fmt(bentoLoadMs / 1000)} s.`,
+    `bentocache ${bentoVersion()} memory driver with default serialization (maxSize 1gb); its load of ${N} entries took ${fmt(bentoLoadMs / 1000)} s.`,
   ];
   writeResult('read', rows, notes);
   if (sink === -1) console.log('unreachable');
