@@ -6,9 +6,12 @@ export const BLACKLIST_TOPIC = 'auth.blacklist.events';
 export const BLACKLIST_KEY_PREFIX = 'blacklist:';
 
 /**
- * Stored value: expire_at in seconds relative to this base. Unix seconds no
- * longer fit V8's small integers (2^30), so a plain number would be a boxed
- * heap number per entry; an offset from 2024 stays small until 2058.
+ * Stored value: expire_at in seconds relative to this base, so it is a small
+ * integer (stored unboxed in the Map) on every V8 build: with pointer
+ * compression small integers stop at 2^30, which unix seconds passed in 2004;
+ * an offset from 2024 stays below it until 2058. (Stock Node on x64 has 31-bit
+ * small integers, where unix seconds would fit until 2038: the bench shows
+ * both at 85 B per entry.)
  */
 export const BLACKLIST_EPOCH_S = 1_704_067_200; // 2024-01-01T00:00:00Z
 const MAX_OFFSET = 2 ** 30 - 1;

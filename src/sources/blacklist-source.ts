@@ -15,7 +15,8 @@ export function blacklistSource(
     prefix: options.prefix ?? BLACKLIST_KEY_PREFIX,
     versionKey: options.versionKey ?? BLACKLIST_VERSION_KEY,
     scanCount: options.scanCount ?? 1000,
-    // A revocation without a TTL never expires; keep it for the longest we can represent.
-    toValue: (expireAtMs) => toBlacklistValue(expireAtMs === undefined ? Infinity : expireAtMs / 1000),
+    // Revocations are written with whole-second expiries (EX/EXAT); now + PTTL lands a
+    // few ms off it, so round to the nearest second. Without a TTL: the longest we can hold.
+    toValue: (expireAtMs) => toBlacklistValue(expireAtMs === undefined ? Infinity : Math.round(expireAtMs / 1000)),
   });
 }
