@@ -21,7 +21,9 @@ export interface PublishOptions {
 }
 
 /**
- * Called once per delivered message, in order. The message is acknowledged when
+ * Called once per delivered message, in order. Delivery is at least once: a
+ * message whose acknowledgement a lost connection swallowed comes again after
+ * the reconnect (replicas drop it by version). The message is acknowledged when
  * the handler returns (or its promise settles). A handler that throws does not
  * stop the subscription; the message is dropped and reported through `onError`.
  */

@@ -17,6 +17,7 @@ export function blacklistSource(
     scanCount: options.scanCount ?? 1000,
     // Revocations are written with whole-second expiries (EX/EXAT); now + PTTL lands a
     // few ms off it, so round to the nearest second. Without a TTL: the longest we can hold.
-    toValue: (expireAtMs) => toBlacklistValue(expireAtMs === undefined ? Infinity : Math.round(expireAtMs / 1000)),
+    toValue: (expireAtMs) =>
+      toBlacklistValue(expireAtMs === undefined ? Infinity : Math.round(expireAtMs / 1000)),
   });
 }

@@ -110,10 +110,13 @@ export function busConformance(name: string, harness: BusHarness): void {
       await waitFor(() => ready === 2, 'onReady after reconnect');
       assert.equal(sub.state, 'up');
       await pub.publish(t, '"after"');
-      await waitFor(() => got.length === 4, 'every message');
+      const bodies = (): string[] => got.map((m) => m.body.toString());
+      await waitFor(() => bodies().includes('"after"'), 'every message');
+      // At least once: a message whose ack the cut swallowed is delivered again.
+      assert.deepEqual([...new Set(bodies())], ['"before"', '"during-1"', '"during-2"', '"after"']);
       assert.deepEqual(
-        got.map((m) => m.body.toString()),
-        ['"before"', '"during-1"', '"during-2"', '"after"'],
+        bodies().filter((b) => b !== '"before"'),
+        ['"during-1"', '"during-2"', '"after"'],
       );
       assert.deepEqual(states.slice(0, 2), ['down', 'up']);
     });
