@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+import type { ReplicaStats, ReplicatedCache } from '../replica/replicated-cache.ts';
 
 const STATES = ['syncing', 'ready', 'degraded'] as const;
 
@@ -15,39 +15,35 @@ export function createMetricsRegistry(
   const p = options.prefix ?? 'cachecast_';
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: p });
 
-  const each = (fn: (stats: ReturnType<ReplicatedCache<unknown>['stats']>) => void): void => {
+  type Stats = ReplicaStats;
+  const each = (fn: (stats: Stats) => void): void => {
     for (const replica of replicas()) fn(replica.stats());
   };
-  const gauge = (
-    name: string,
-    help: string,
-    value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number,
-  ) =>
-    new Gauge({
-      name: p + name,
-      help,
-      labelNames: ['dataset'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        each((s) => this.set({ dataset: s.dataset }, value(s)));
-      },
-    });
-  const counter = (
-    name: string,
-    help: string,
-    value: (s: ReturnType<ReplicatedCache<unknown>['stats']>) => number,
-  ) =>
-    new Counter({
-      name: p + name,
-      help,
-      labelNames: ['dataset'],
-      registers: [registry],
-      collect() {
-        this.reset();
-        each((s) => this.inc({ dataset: s.dataset }, value(s)));
-      },
-    });
+  /** A metric per dataset, read from the replicas' stats at scrape time. */
+  const perDataset = (kind: 'gauge' | 'counter', name: string, help: string, value: (s: Stats) => number) => {
+    const config = { name: p + name, help, labelNames: ['dataset'], registers: [registry] };
+    if (kind === 'gauge') {
+      new Gauge({
+        ...config,
+        collect() {
+          this.reset();
+          each((s) => this.set({ dataset: s.dataset }, value(s)));
+        },
+      });
+    } else {
+      new Counter({
+        ...config,
+        collect() {
+          this.reset();
+          each((s) => this.inc({ dataset: s.dataset }, value(s)));
+        },
+      });
+    }
+  };
+  const gauge = (name: string, help: string, value: (s: Stats) => number) =>
+    perDataset('gauge', name, help, value);
+  const counter = (name: string, help: string, value: (s: Stats) => number) =>
+    perDataset('counter', name, help, value);
 
   gauge('replica_size', 'Entries held by the replica', (s) => s.size);
   gauge('replica_version', 'Dataset version the replica holds', (s) => s.version);

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Bus } from '../bus/bus.ts';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
+import { withTransaction } from '../db/transaction.ts';
 import { describeError } from '../errors.ts';
 import { encodeEvent } from '../events/codec.ts';
 import type { Logger } from '../observe/logger.ts';
@@ -169,18 +170,13 @@ export class OutboxRelay {
    * (the rows stay unsent).
    */
   async drainOnce(): Promise<'busy' | 'full' | 'done'> {
-    const client = await this.#pool.connect();
-    let broken = false;
-    try {
-      await client.query('BEGIN');
+    // A failed publish throws out of the transaction: nothing is marked sent.
+    const published = await withTransaction(this.#pool, async (client) => {
       const { rows: lock } = await client.query<{ ok: boolean }>(
         'SELECT pg_try_advisory_xact_lock($1) AS ok',
         [RELAY_LOCK],
       );
-      if (!lock[0]?.ok) {
-        await client.query('COMMIT');
-        return 'busy';
-      }
+      if (!lock[0]?.ok) return 'busy' as const;
       const { rows } = await client.query<{ id: string; version: string; topic: string; payload: string }>(
         // Qualified: an unqualified ORDER BY would sort by the text aliases (1, 10, 100, 2, ...).
         `SELECT o.id::text AS id, o.version::text AS version, o.topic, o.payload FROM cachecast_outbox o
@@ -205,17 +201,11 @@ export class OutboxRelay {
           rows.map((r) => r.id),
         ]);
       }
-      await client.query('COMMIT');
-      this.#stats.published += rows.length;
-      return rows.length === this.#batchSize ? 'full' : 'done';
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {
-        broken = true;
-      });
-      throw err;
-    } finally {
-      client.release(broken);
-    }
+      return rows.length;
+    });
+    if (published === 'busy') return 'busy';
+    this.#stats.published += published;
+    return published === this.#batchSize ? 'full' : 'done';
   }
 
   async #cleanup(): Promise<void> {

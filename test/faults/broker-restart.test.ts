@@ -1,32 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Character } from '../../src/datasets/catalog.ts';
-import { catalogDataset } from '../../src/datasets/catalog.ts';
-import { OutboxRelay } from '../../src/outbox/relay.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';
-import type { TestDatabase } from '../support/env.ts';
-import { testDatabase, uniqueName } from '../support/env.ts';
-import { deleteExchanges, testBus } from '../support/rabbit.ts';
+import { catalogFixture } from '../support/catalog-fixture.ts';
+import { testBus } from '../support/rabbit.ts';
 import { character } from '../support/replica-fixtures.ts';
 import { delay, waitFor } from '../support/wait.ts';
 
-const topic = uniqueName('fault.restart');
-const dataset = { ...catalogDataset, topic };
-let db: TestDatabase;
-const closers: Array<() => Promise<void>> = [];
-
-before(async () => {
-  db = await testDatabase();
-});
-after(async () => {
-  for (const close of closers.reverse()) await close();
-  await db.drop();
-  await deleteExchanges(topic);
-});
+const fx = catalogFixture('fault.restart');
+const { topic, dataset } = fx;
 
 function rabbitmqctl(...args: string[]): void {
   execFileSync('rabbitmqctl', args, { stdio: 'ignore', timeout: 120_000 });
@@ -34,28 +20,17 @@ function rabbitmqctl(...args: string[]): void {
 
 describe('faults: the RabbitMQ broker restarts', () => {
   it('ends with every replica equal to the source, writes accepted throughout', async () => {
-    const relayBus = await testBus(undefined, { publishTimeoutMs: 1000 });
-    const relay = new OutboxRelay({
-      pool: db.pool,
-      bus: relayBus,
-      listenConfig: db.config,
-      pollIntervalMs: 100,
-    });
-    await relay.start();
-    closers.push(async () => {
-      await relay.close();
-      await relayBus.close();
-    });
+    const relay = await fx.startRelay({ bus: { publishTimeoutMs: 1000 } });
     const replicas = await Promise.all(
       [1, 2, 3].map(async () => {
         const bus = await testBus();
         const r = new ReplicatedCache<Character>({
           dataset,
           bus,
-          source: catalogSource(db.pool),
+          source: catalogSource(fx.db.pool),
           versionCheckIntervalMs: 0,
         });
-        closers.push(async () => {
+        fx.defer(async () => {
           await r.close();
           await bus.close();
         });
@@ -68,7 +43,7 @@ describe('faults: the RabbitMQ broker restarts', () => {
     let written = 0;
     const writer = (async () => {
       while (writing) {
-        await upsertCharacter(db.pool, { ...character(`w${written}`), id: randomUUID() }, topic);
+        await upsertCharacter(fx.db.pool, { ...character(`w${written}`), id: randomUUID() }, topic);
         written++;
         await delay(20);
       }
@@ -84,7 +59,7 @@ describe('faults: the RabbitMQ broker restarts', () => {
     writing = false;
     await writer;
 
-    const source = catalogSource(db.pool);
+    const source = catalogSource(fx.db.pool);
     const target = await source.version();
     const truth = new Map<string, Character>();
     await source.load((k, v) => truth.set(k, v));

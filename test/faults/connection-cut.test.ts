@@ -2,44 +2,29 @@ import assert from 'node:assert/strict';
 import { Connection } from 'rabbitmq-client';
 import type { Bus } from '../../src/bus/bus.ts';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
+import { before, describe, it } from 'node:test';
 import type { Character } from '../../src/datasets/catalog.ts';
-import { catalogDataset } from '../../src/datasets/catalog.ts';
-import { OutboxRelay } from '../../src/outbox/relay.ts';
+import type { OutboxRelay } from '../../src/outbox/relay.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';
-import type { TestDatabase } from '../support/env.ts';
-import { RABBITMQ_URL, testDatabase, uniqueName } from '../support/env.ts';
-import { deleteExchanges, rabbitProxy, testBus } from '../support/rabbit.ts';
+import { catalogFixture } from '../support/catalog-fixture.ts';
+import { RABBITMQ_URL } from '../support/env.ts';
+import { rabbitProxy, testBus } from '../support/rabbit.ts';
 import { character } from '../support/replica-fixtures.ts';
 import type { TcpProxy } from '../support/tcp-proxy.ts';
 import { delay, waitFor } from '../support/wait.ts';
 
-const topic = uniqueName('fault.catalog');
-const dataset = { ...catalogDataset, topic };
-let db: TestDatabase;
+const fx = catalogFixture('fault.catalog');
+const { topic, dataset } = fx;
 let relay: OutboxRelay;
-const closers: Array<() => Promise<void>> = [];
 
 before(async () => {
-  db = await testDatabase();
-  const bus = await testBus();
-  relay = new OutboxRelay({ pool: db.pool, bus, listenConfig: db.config, pollIntervalMs: 100 });
-  await relay.start();
-  closers.push(async () => {
-    await relay.close();
-    await bus.close();
-  });
-});
-after(async () => {
-  for (const close of closers.reverse()) await close();
-  await db.drop();
-  await deleteExchanges(topic);
+  relay = await fx.startRelay();
 });
 
 const write = (code: string): Promise<number> =>
-  upsertCharacter(db.pool, { ...character(code), id: randomUUID() } satisfies Character, topic);
+  upsertCharacter(fx.db.pool, { ...character(code), id: randomUUID() } satisfies Character, topic);
 
 /** A replica whose broker connection runs through its own proxy. */
 async function proxiedReplica(): Promise<{ replica: ReplicatedCache<Character>; proxy: TcpProxy; bus: Bus }> {
@@ -48,10 +33,10 @@ async function proxiedReplica(): Promise<{ replica: ReplicatedCache<Character>; 
   const replica = new ReplicatedCache<Character>({
     dataset,
     bus,
-    source: catalogSource(db.pool),
+    source: catalogSource(fx.db.pool),
     versionCheckIntervalMs: 0,
   });
-  closers.push(async () => {
+  fx.defer(async () => {
     await replica.close();
     await bus.close();
     await proxy.close();
@@ -61,7 +46,7 @@ async function proxiedReplica(): Promise<{ replica: ReplicatedCache<Character>; 
 }
 
 async function assertEqualsSource(replica: ReplicatedCache<Character>): Promise<void> {
-  const source = catalogSource(db.pool);
+  const source = catalogSource(fx.db.pool);
   const entries = new Map<string, Character>();
   const { version } = await source.load((k, v) => entries.set(k, v));
   assert.equal(replica.version, version);
@@ -74,7 +59,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     const { replica, proxy } = await proxiedReplica();
     await write('before-cut');
     await waitFor(
-      async () => replica.version === (await catalogSource(db.pool).version()),
+      async () => replica.version === (await catalogSource(fx.db.pool).version()),
       'replica current',
     );
     proxy.cut();
@@ -85,7 +70,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     proxy.restore();
     await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
     await waitFor(
-      async () => replica.version === (await catalogSource(db.pool).version()),
+      async () => replica.version === (await catalogSource(fx.db.pool).version()),
       'replica caught up',
     );
     await assertEqualsSource(replica);
@@ -101,7 +86,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     proxy.restore();
     await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
     await waitFor(
-      async () => replica.version === (await catalogSource(db.pool).version()),
+      async () => replica.version === (await catalogSource(fx.db.pool).version()),
       'replica caught up',
     );
     await assertEqualsSource(replica);
@@ -126,7 +111,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     }
     writing = false;
     await writer;
-    const target = await catalogSource(db.pool).version();
+    const target = await catalogSource(fx.db.pool).version();
     for (const { replica } of replicas) {
       await waitFor(
         () => replica.version === target && replica.state === 'ready',

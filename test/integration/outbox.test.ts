@@ -1,36 +1,21 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import type { Character } from '../../src/datasets/catalog.ts';
-import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { withTransaction } from '../../src/db/transaction.ts';
 import { appendToOutbox } from '../../src/outbox/outbox.ts';
-import { OutboxRelay } from '../../src/outbox/relay.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';
-import type { TestDatabase } from '../support/env.ts';
-import { testDatabase, uniqueName } from '../support/env.ts';
-import { deleteExchanges, rabbitProxy, testBus } from '../support/rabbit.ts';
+import { catalogFixture } from '../support/catalog-fixture.ts';
+import { rabbitProxy, testBus } from '../support/rabbit.ts';
 import { character } from '../support/replica-fixtures.ts';
 import type { TcpProxy } from '../support/tcp-proxy.ts';
 import { waitFor } from '../support/wait.ts';
 import { randomUUID } from 'node:crypto';
 
-const topic = uniqueName('it.catalog');
-const dataset = { ...catalogDataset, topic };
-let db: TestDatabase;
-const closers: Array<() => Promise<void>> = [];
-
-before(async () => {
-  db = await testDatabase();
-});
-after(async () => {
-  await stopRelays();
-  for (const close of closers.reverse()) await close();
-  await db.drop();
-  await deleteExchanges(topic);
-});
+const fx = catalogFixture('it.catalog');
+const { topic, dataset } = fx;
 
 function uuidCharacter(code: string): Character {
   return { ...character(code), id: randomUUID() };
@@ -41,10 +26,10 @@ async function replica(bus?: RabbitMQBus): Promise<ReplicatedCache<Character>> {
   const r = new ReplicatedCache<Character>({
     dataset,
     bus: b,
-    source: catalogSource(db.pool),
+    source: catalogSource(fx.db.pool),
     versionCheckIntervalMs: 0,
   });
-  closers.push(async () => {
+  fx.defer(async () => {
     await r.close();
     if (!bus) await b.close();
   });
@@ -52,32 +37,16 @@ async function replica(bus?: RabbitMQBus): Promise<ReplicatedCache<Character>> {
   return r;
 }
 
-const relayClosers: Array<() => Promise<void>> = [];
-
-async function relay(proxy?: TcpProxy): Promise<OutboxRelay> {
-  const bus = await testBus(proxy, { publishTimeoutMs: 1000 });
-  const pool = db.makePool({ max: 2 });
-  const r = new OutboxRelay({ pool, bus, listenConfig: db.config, pollIntervalMs: 200, retryBaseMs: 50 });
-  relayClosers.push(async () => {
-    await r.close();
-    await bus.close();
-    await pool.end();
-  });
-  await r.start();
-  return r;
-}
-
-/** Each test starts with only the relays it creates. */
-async function stopRelays(): Promise<void> {
-  for (const close of relayClosers.splice(0)) await close();
-}
+const relay = (proxy?: TcpProxy) =>
+  fx.startRelay({ proxy, bus: { publishTimeoutMs: 1000 }, pollIntervalMs: 200 });
+const stopRelays = () => fx.stopRelays();
 
 describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
   it('publishes a committed write to every replica, with its version, in milliseconds', async () => {
     const [a, b] = await Promise.all([replica(), replica()]);
     await relay();
     const c = uuidCharacter('plastic');
-    const version = await upsertCharacter(db.pool, { ...c, match_label: 'plastic' }, topic);
+    const version = await upsertCharacter(fx.db.pool, { ...c, match_label: 'plastic' }, topic);
     await waitFor(
       () => a.version === version && b.version === version,
       'both replicas at the new version',
@@ -92,9 +61,9 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
   });
 
   it('a rolled-back write publishes nothing and uses no version', async () => {
-    const before = await catalogSource(db.pool).version();
+    const before = await catalogSource(fx.db.pool).version();
     await assert.rejects(
-      withTransaction(db.pool, async (tx) => {
+      withTransaction(fx.db.pool, async (tx) => {
         await appendToOutbox(tx, {
           dataset: 'catalog',
           topic,
@@ -103,8 +72,8 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
         throw new Error('abort');
       }),
     );
-    assert.equal(await catalogSource(db.pool).version(), before);
-    const { rows } = await db.pool.query<{ n: number }>(
+    assert.equal(await catalogSource(fx.db.pool).version(), before);
+    const { rows } = await fx.db.pool.query<{ n: number }>(
       'SELECT count(*)::int AS n FROM cachecast_outbox WHERE version > $1',
       [before],
     );
@@ -112,9 +81,9 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
   });
 
   it('concurrent writers get gapless versions in commit order', async () => {
-    const before = await catalogSource(db.pool).version();
+    const before = await catalogSource(fx.db.pool).version();
     const versions = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => upsertCharacter(db.pool, uuidCharacter(`c${i}`), topic)),
+      Array.from({ length: 30 }, (_, i) => upsertCharacter(fx.db.pool, uuidCharacter(`c${i}`), topic)),
     );
     assert.deepEqual(
       [...versions].sort((x, y) => x - y),
@@ -126,20 +95,20 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     await stopRelays();
     const r = await replica();
     const proxy = await rabbitProxy();
-    closers.push(() => proxy.close());
+    fx.defer(() => proxy.close());
     const rel = await relay(proxy);
     await waitFor(async () => (await rel.pending()) === 0, 'outbox drained');
     proxy.cut();
     const written: Character[] = [];
     for (let i = 0; i < 10; i++) {
       const c = uuidCharacter(`outage-${i}`);
-      await upsertCharacter(db.pool, c, topic); // succeeds: the broker is not on the write path
+      await upsertCharacter(fx.db.pool, c, topic); // succeeds: the broker is not on the write path
       written.push(c);
     }
     await waitFor(() => rel.stats.failures >= 1, 'the relay to try and fail', 5000);
     assert.equal(await rel.pending(), 10, 'events wait in the outbox');
     proxy.restore();
-    const target = await catalogSource(db.pool).version();
+    const target = await catalogSource(fx.db.pool).version();
     await waitFor(() => r.version === target, 'replica caught up after the outage', 15_000);
     for (const c of written) assert.ok(r.get(c.id));
     // A publish that timed out during the cut may still land; the rows are re-sent and marked.
@@ -151,8 +120,8 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
     const r = await replica();
     const relays = await Promise.all([relay(), relay(), relay()]);
     const gapsBefore = r.stats().gaps;
-    for (let i = 0; i < 40; i++) await upsertCharacter(db.pool, uuidCharacter(`multi-${i}`), topic);
-    const target = await catalogSource(db.pool).version();
+    for (let i = 0; i < 40; i++) await upsertCharacter(fx.db.pool, uuidCharacter(`multi-${i}`), topic);
+    const target = await catalogSource(fx.db.pool).version();
     await waitFor(() => r.version === target, 'replica at the last version', 10_000);
     assert.equal(r.stats().gaps, gapsBefore, 'events arrived in version order');
     for (const rel of relays) assert.equal(await rel.pending(), 0);
@@ -163,14 +132,14 @@ describe('outbox and relay (PostgreSQL + RabbitMQ)', () => {
   it('publishes in numeric version order across 9 -> 10 -> 100 (no text ordering)', async () => {
     await stopRelays();
     const bus = await testBus();
-    closers.push(() => bus.close());
+    fx.defer(() => bus.close());
     const seen: number[] = [];
     await bus.subscribe(
       topic,
       (m) => void seen.push((JSON.parse(m.body.toString()) as { version: number }).version),
     );
-    const first = (await catalogSource(db.pool).version()) + 1;
-    for (let i = 0; i < 120; i++) await upsertCharacter(db.pool, uuidCharacter(`order-${i}`), topic);
+    const first = (await catalogSource(fx.db.pool).version()) + 1;
+    for (let i = 0; i < 120; i++) await upsertCharacter(fx.db.pool, uuidCharacter(`order-${i}`), topic);
     await relay();
     await waitFor(() => seen.length >= 120, '120 events', 10_000);
     assert.deepEqual(

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
+import type { Bus } from '../../src/bus/bus.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
 import { CATALOG_TOPIC, catalogDataset } from '../../src/datasets/catalog.ts';
 import { BLACKLIST_TOPIC, blacklistDataset, toBlacklistValue } from '../../src/datasets/blacklist.ts';
@@ -30,6 +31,11 @@ function catalog(overrides: Partial<ReplicatedCacheOptions<Character>> = {}) {
   });
   open.push(replica as ReplicatedCache<unknown>);
   return { broker, bus, publisher, source, clock, replica };
+}
+
+/** An upsert event as cachecast publishers send it. */
+function upsert(publisher: Bus, c: Character, version: number): Promise<void> {
+  return publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: c }, { version });
 }
 
 function seed(source: MemorySource<Character>, ...codes: string[]): void {
@@ -72,18 +78,8 @@ describe('ReplicatedCache: sync protocol', () => {
     const started = replica.start();
     await settle();
     // Published after subscribe but before the snapshot completes.
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('a', 'x') },
-      { version: 1 },
-    );
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('b') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('a', 'x'), 1);
+    await upsert(publisher, character('b'), 2);
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'delete', character_id: 'id-a' }, { version: 3 });
     await settle();
     assert.equal(replica.state, 'syncing');
@@ -101,18 +97,8 @@ describe('ReplicatedCache: sync protocol', () => {
     const { replica, source, publisher } = catalog();
     seed(source, 'a');
     await replica.start();
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('b') },
-      { version: 2 },
-    );
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('b', 'changed') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('b'), 2);
+    await upsert(publisher, character('b', 'changed'), 2);
     await publishEvent(publisher, CATALOG_TOPIC, { type: 'delete', character_id: 'id-a' }, { version: 1 });
     await settle();
     assert.equal(replica.version, 2);
@@ -130,12 +116,7 @@ describe('ReplicatedCache: sync protocol', () => {
     // Two changes reach the source; only the second event reaches the bus.
     seed(source, 'b'); // v2, its event lost
     seed(source, 'c'); // v3
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('c') },
-      { version: 3 },
-    );
+    await upsert(publisher, character('c'), 3);
     await settle();
     assert.equal(replica.version, 3);
     assert.deepEqual(
@@ -289,12 +270,7 @@ describe('ReplicatedCache: bus outages', () => {
     broker.disconnect(bus);
     assert.equal(replica.state, 'degraded');
     seed(source, 'b');
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('b') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('b'), 2);
     broker.reconnect(bus);
     await settle();
     await settle();
@@ -344,12 +320,7 @@ describe('ReplicatedCache: indexes', () => {
     source.set('id-b', character('b', 'paper'));
     await replica.start();
     assert.equal(replica.findOne('match_label', 'plastic')?.code, 'a');
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('a', 'glass') },
-      { version: 3 },
-    );
+    await upsert(publisher, character('a', 'glass'), 3);
     await settle();
     assert.equal(replica.findOne('match_label', 'plastic'), undefined);
     assert.equal(replica.findOne('match_label', 'glass')?.code, 'a');
@@ -454,12 +425,7 @@ describe('ReplicatedCache: malformed events', () => {
       { version: -1 },
     );
     await publisher.publish(CATALOG_TOPIC, Buffer.alloc(64 * 1024 * 1024 + 1, 32));
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('ok') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('ok'), 2);
     await settle();
     const stats = replica.stats();
     assert.equal(stats.events_rejected, 6);
@@ -480,12 +446,7 @@ describe('ReplicatedCache: malformed events', () => {
     const { replica, source, publisher } = catalog({ eventSecret: secret });
     seed(source, 'a');
     await replica.start();
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('u') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('u'), 2);
     await publishEvent(
       publisher,
       CATALOG_TOPIC,
@@ -514,12 +475,7 @@ describe('ReplicatedCache: lifecycle', () => {
     await replica.start();
     await Promise.all([replica.close(), replica.close()]);
     await replica.close();
-    await publishEvent(
-      publisher,
-      CATALOG_TOPIC,
-      { type: 'upsert', character: character('late') },
-      { version: 2 },
-    );
+    await upsert(publisher, character('late'), 2);
     await settle();
     assert.equal(replica.get('id-late'), undefined);
   });
