@@ -34,9 +34,9 @@ export class AdminServer {
     this.#server.keepAliveTimeout = 5000;
   }
 
-  /** Ready = every replica has loaded a snapshot (a degraded replica still serves) and `ready()` holds. */
+  /** Ready = every replica can serve (see ReplicatedCache.canServe) and `ready()` holds. */
   isReady(): boolean {
-    for (const replica of this.#o.replicas()) if (replica.state === 'syncing') return false;
+    for (const replica of this.#o.replicas()) if (!replica.canServe) return false;
     return this.#o.ready?.() ?? true;
   }
 

@@ -114,6 +114,16 @@ export class ReplicatedCache<V> {
     return this.#version;
   }
 
+  /**
+   * Whether reads can be answered: a snapshot has loaded, and the replica is
+   * ready or its policy lets it answer while degraded. Readiness probes use
+   * this, so a broker outage does not pull every pod out of service at once,
+   * while a fail-closed (`refuse`) replica does leave the load balancer.
+   */
+  get canServe(): boolean {
+    return this.#synced && !this.#refuseReads;
+  }
+
   /** Entries held, including expired ones not yet swept. */
   get size(): number {
     return this.#store.entries.size;

@@ -1,24 +1,21 @@
-import { Connection } from 'rabbitmq-client';
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
 import type { Bus } from '../../src/bus/bus.ts';
 import { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
-import { RABBITMQ_URL } from '../support/env.ts';
-import { TcpProxy } from '../support/tcp-proxy.ts';
+import type { TcpProxy } from '../support/tcp-proxy.ts';
+import { deleteExchanges, rabbitProxy, urlThrough } from '../support/rabbit.ts';
 import { waitFor } from '../support/wait.ts';
 import { busConformance } from './bus.conformance.ts';
 
-const target = new URL(RABBITMQ_URL);
 const proxies = new Map<Bus, TcpProxy>();
 const topics: string[] = [];
 
 /** Each instance reaches RabbitMQ through its own proxy, so it can be cut alone. */
 busConformance('rabbitmq', {
   async create() {
-    const proxy = await new TcpProxy(target.hostname, Number(target.port || 5672)).start();
-    const url = new URL(RABBITMQ_URL);
-    url.hostname = '127.0.0.1';
-    url.port = String(proxy.port);
+    const proxy = await rabbitProxy();
     const bus = new RabbitMQBus({
-      url: url.toString(),
+      url: urlThrough(proxy),
       publishTimeoutMs: 1500,
       retryLowMs: 50,
       retryHighMs: 300,
@@ -39,8 +36,37 @@ busConformance('rabbitmq', {
   async teardown() {
     await Promise.all([...proxies.keys()].map((b) => b.close()));
     await Promise.all([...proxies.values()].map((p) => p.close()));
-    const admin = new Connection(RABBITMQ_URL);
-    for (const exchange of topics) await admin.exchangeDelete({ exchange }).catch(() => undefined);
-    await admin.close();
+    await deleteExchanges(...topics);
   },
+});
+
+describe('RabbitMQ bus: several nodes in RABBITMQ_URL', () => {
+  it('connects through the first node that answers and fails over when its node goes', async () => {
+    const [nodeA, nodeB] = await Promise.all([rabbitProxy(), rabbitProxy()]);
+    nodeA.cut(); // node A refuses connections at first
+    const bus = new RabbitMQBus({
+      url: `${urlThrough(nodeA)},${urlThrough(nodeB)}`,
+      retryLowMs: 50,
+      retryHighMs: 200,
+    });
+    const t = `failover.${bus.instanceId}`;
+    try {
+      await waitFor(() => bus.state === 'up', 'connected through node B');
+      assert.equal(nodeB.connections > 0, true);
+      nodeA.restore();
+      nodeB.cut(); // node B dies: the bus must come back through node A
+      await waitFor(() => bus.state === 'down', 'down after losing node B');
+      await waitFor(() => bus.state === 'up', 'up again through node A', 10_000);
+      assert.equal(nodeA.connections > 0, true);
+      const got: string[] = [];
+      await bus.subscribe(t, (m) => void got.push(m.body.toString()));
+      await bus.publish(t, '"via A"');
+      await waitFor(() => got.length === 1, 'a round trip through node A');
+    } finally {
+      await bus.close();
+      await nodeA.close();
+      await nodeB.close();
+      await deleteExchanges(t);
+    }
+  });
 });

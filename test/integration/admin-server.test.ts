@@ -101,3 +101,36 @@ describe('admin server', () => {
     await waitFor(() => replica.state === 'ready', 'ready again');
   });
 });
+
+describe('admin server: readiness with a fail-closed replica', () => {
+  it('is not ready while a `refuse` replica is degraded, and ready again once it resynced', async () => {
+    const localBroker = new MemoryBroker();
+    const localBus = new MemoryBus(localBroker);
+    const strict = new ReplicatedCache<Character>({
+      dataset: catalogDataset,
+      bus: localBus,
+      source: new MemorySource<Character>(),
+      degradedReads: 'refuse',
+      versionCheckIntervalMs: 0,
+    });
+    const server = new AdminServer({
+      replicas: () => [strict as ReplicatedCache<unknown>],
+      registry: createMetricsRegistry(() => [], { defaultMetrics: false }),
+    });
+    const url = `http://127.0.0.1:${await server.listen(0, '127.0.0.1')}/readyz`;
+    try {
+      assert.equal((await fetch(url)).status, 503, 'syncing');
+      await strict.start();
+      assert.equal((await fetch(url)).status, 200);
+      localBroker.disconnect(localBus);
+      assert.equal((await fetch(url)).status, 503, 'degraded and fail-closed');
+      localBroker.reconnect(localBus);
+      await waitFor(() => strict.state === 'ready', 'resynced');
+      assert.equal((await fetch(url)).status, 200);
+    } finally {
+      await strict.close();
+      await server.close();
+      await localBus.close();
+    }
+  });
+});
