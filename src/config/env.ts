@@ -38,10 +38,7 @@ export function loadCommonConfig(env: NodeJS.ProcessEnv = process.env): CommonCo
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new CachecastError('CONFIG_INVALID', `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   }
-  const eventSecret = env.CACHE_EVENT_SECRET || undefined;
-  if (eventSecret !== undefined && eventSecret.length < 16) {
-    throw new CachecastError('CONFIG_INVALID', 'CACHE_EVENT_SECRET must be at least 16 characters');
-  }
+  const eventSecret = secretVar(env, 'CACHE_EVENT_SECRET', 16);
   return { rabbitmqUrl, redisUrl, databaseUrl, logLevel, eventSecret };
 }
 
@@ -77,6 +74,19 @@ export function intVar(
       'CONFIG_INVALID',
       `${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(raw)}`,
     );
+  }
+  return value;
+}
+
+/**
+ * A secret from the environment: undefined when unset; refused (without
+ * echoing it) when shorter than `minLength`.
+ */
+export function secretVar(env: NodeJS.ProcessEnv, name: string, minLength: number): string | undefined {
+  const value = env[name];
+  if (!value) return undefined;
+  if (value.length < minLength) {
+    throw new CachecastError('CONFIG_INVALID', `${name} must be at least ${minLength} characters`);
   }
   return value;
 }

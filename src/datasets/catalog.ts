@@ -61,6 +61,7 @@ export const catalogDataset: Dataset<Character> = {
   indexes: {
     match_label: (c) => c.match_label,
     code: (c) => c.code,
+    default: (c) => (c.is_default ? 'default' : undefined),
   },
   decode(event): Change<Character> {
     switch (event.type) {

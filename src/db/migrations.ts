@@ -52,4 +52,18 @@ export const migrations: readonly Migration[] = [
       CREATE UNIQUE INDEX characters_one_default ON characters (is_default) WHERE is_default;
     `,
   },
+  {
+    id: 3,
+    name: 'character grants',
+    sql: `
+      -- id is derived from (user_id, character_id), so a grant delivered twice is written once.
+      CREATE TABLE character_grants (
+        id uuid PRIMARY KEY,
+        user_id text NOT NULL,
+        character_id uuid NOT NULL,
+        acquired_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX character_grants_user ON character_grants (user_id, acquired_at);
+    `,
+  },
 ];

@@ -1,0 +1,142 @@
+import Fastify from 'fastify';
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import type { CharacterInput } from '../../catalog/character-input.ts';
+import { parseCatalogCsv } from '../../catalog/csv.ts';
+import type { CatalogRepository } from '../../catalog/repository.ts';
+import type { Character } from '../../datasets/catalog.ts';
+import { bearerMatches } from '../../http/bearer.ts';
+import { installErrorHandlers, sendError } from '../../http/errors.ts';
+import type { Logger } from '../../observe/logger.ts';
+import { silentLogger } from '../../observe/logger.ts';
+import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+
+export interface CatalogAppOptions {
+  replica: ReplicatedCache<Character>;
+  repository: CatalogRepository;
+  /** ADMIN_TOKEN; when undefined the admin API refuses every call. */
+  adminToken: string | undefined;
+  logger?: Logger;
+  /** JSON bodies. @default 65536 */
+  maxJsonBytes?: number;
+  /** CSV import bodies. @default 33554432 (32 MiB, ~300k rows) */
+  maxCsvBytes?: number;
+}
+
+const text = (max: number) => z.string().trim().min(1).max(max);
+const optionalText = z
+  .string()
+  .max(10_000)
+  .nullish()
+  .transform((v) => (v === undefined || v === null || v.trim() === '' ? null : v.trim()));
+
+const characterBody = z.strictObject({
+  name: text(10_000),
+  match_label: text(10_000),
+  type_label: optionalText,
+  dialog: optionalText,
+  is_default: z.boolean().optional().default(false),
+});
+
+const classificationBody = z.object({
+  major_category: z.string().max(1000).nullish(),
+  middle_category: z.string().max(1000).nullish(),
+  minor_category: z.string().max(1000).nullish(),
+});
+
+const codeParam = z.object({ code: z.string().trim().min(1).max(200) });
+
+function firstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  return issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid';
+}
+
+/**
+ * The catalog service's HTTP API (CONTRACT.md). Reads come from the local
+ * replica (no database on the read path); admin writes go through the
+ * repository (row + outbox event in one transaction).
+ */
+export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
+  const { replica, repository } = options;
+  const logger = options.logger ?? silentLogger;
+  const app = Fastify({
+    bodyLimit: options.maxJsonBytes ?? 65_536,
+    logger: false,
+    // Long codes reach the handler, which answers with a stable error code.
+    maxParamLength: 1024,
+    // Malformed URLs and the like get the same error shape as everything else.
+    frameworkErrors: (err, _req, reply) => sendError(reply, 400, 'bad_request', err.message),
+  });
+  installErrorHandlers(app, logger);
+  const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
+  app.addContentTypeParser(
+    ['text/csv', 'text/plain'],
+    { parseAs: 'buffer', bodyLimit: maxCsvBytes },
+    (_req, body, done) => done(null, body),
+  );
+
+  app.get('/api/v1/characters/catalog', () =>
+    replica.values().sort((a, b) => (a.code < b.code ? -1 : a.code > b.code ? 1 : 0)),
+  );
+
+  app.get('/api/v1/characters/default', (_req, reply) => {
+    const character = replica.findOne('default', 'default');
+    return character ?? sendError(reply, 404, 'no_default', 'the catalog has no default character');
+  });
+
+  app.post('/api/v1/characters/match', (req, reply) => {
+    const parsed = classificationBody.safeParse(req.body);
+    if (!parsed.success) return sendError(reply, 400, 'invalid_body', firstIssue(parsed.error));
+    const label = parsed.data.middle_category;
+    return { character: label ? (replica.findOne('match_label', label) ?? null) : null };
+  });
+
+  // ---- admin API
+  app.register((admin, _opts, done) => {
+    admin.addHook('onRequest', async (req, reply) => {
+      if (!options.adminToken) {
+        return sendError(reply, 403, 'admin_disabled', 'set ADMIN_TOKEN to enable the admin API');
+      }
+      if (!bearerMatches(req.headers.authorization, options.adminToken)) {
+        return sendError(reply, 401, 'unauthorized');
+      }
+    });
+
+    admin.put('/admin/characters/:code', async (req, reply) => {
+      const param = codeParam.safeParse(req.params);
+      if (!param.success) return sendError(reply, 400, 'invalid_code', firstIssue(param.error));
+      const body = characterBody.safeParse(req.body);
+      if (!body.success) return sendError(reply, 400, 'invalid_body', firstIssue(body.error));
+      const input: CharacterInput = { code: param.data.code, ...body.data };
+      const { character, created, version } = await repository.upsertByCode(input);
+      return reply.code(created ? 201 : 200).send({ character, version });
+    });
+
+    admin.delete('/admin/characters/:code', async (req, reply) => {
+      const param = codeParam.safeParse(req.params);
+      if (!param.success) return sendError(reply, 400, 'invalid_code', firstIssue(param.error));
+      const deleted = await repository.deleteByCode(param.data.code);
+      if (!deleted) return sendError(reply, 404, 'not_found', `no character with code ${param.data.code}`);
+      return reply.code(204).send();
+    });
+
+    admin.post('/admin/characters/import', async (req, reply) => {
+      if (!Buffer.isBuffer(req.body)) {
+        return sendError(reply, 415, 'unsupported_media_type', 'send the CSV as text/csv');
+      }
+      const parsed = parseCatalogCsv(req.body);
+      if (!parsed.ok) {
+        // Every error is counted; a file of 100k bad rows returns the first 1000.
+        return sendError(reply, 422, 'invalid_csv', 'nothing was imported', {
+          error_count: parsed.errors.length,
+          errors: parsed.errors.slice(0, 1000),
+        });
+      }
+      const result = await repository.replaceAll(parsed.rows);
+      return { imported: result.total, ...result };
+    });
+    done();
+  });
+
+  return app;
+}

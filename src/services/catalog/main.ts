@@ -1,0 +1,93 @@
+import pg from 'pg';
+import { Connection } from 'rabbitmq-client';
+import { parseAmqpUrls } from '../../bus/amqp-url.ts';
+import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { CatalogRepository } from '../../catalog/repository.ts';
+import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
+import type { Character } from '../../datasets/catalog.ts';
+import { catalogDataset } from '../../datasets/catalog.ts';
+import { migrate } from '../../db/migrate.ts';
+import { AdminServer } from '../../observe/admin-server.ts';
+import { createLogger } from '../../observe/logger.ts';
+import { createMetricsRegistry } from '../../observe/metrics.ts';
+import { OutboxRelay } from '../../outbox/relay.ts';
+import { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { catalogSource } from '../../sources/catalog-source.ts';
+import type { RunningService, ServiceStarter } from '../service.ts';
+import { closeInOrder } from '../shutdown.ts';
+import { buildCatalogApp } from './app.ts';
+import { GrantsWriter } from './grants-writer.ts';
+
+/** `cachecast serve catalog`: the catalog API, its replica, the outbox relay and the grants writer. */
+export const startCatalog: ServiceStarter = async (env) => {
+  const config = loadCommonConfig(env);
+  const port = intVar(env, 'PORT', 8003, 0, 65_535);
+  const adminPort = intVar(env, 'ADMIN_PORT', 9003, 0, 65_535);
+  const host = env.HOST?.trim() || '0.0.0.0';
+  const adminToken = secretVar(env, 'ADMIN_TOKEN', 16);
+  const logger = createLogger({ level: config.logLevel, name: 'catalog' });
+  if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
+
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
+  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
+  const closers: Array<[string, () => Promise<void>]> = [['database pool', () => pool.end()]];
+  try {
+    await migrate(pool);
+    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+    closers.unshift(['bus', () => bus.close()]);
+    const endpoints = parseAmqpUrls(config.rabbitmqUrl);
+    const amqp = new Connection({
+      url: endpoints.url,
+      hosts: endpoints.hosts,
+      connectionName: 'cachecast catalog grants',
+    });
+    amqp.on('error', (err: unknown) => logger.warn({ err: String(err) }, 'grants connection error'));
+    closers.unshift(['grants connection', () => amqp.close()]);
+
+    const replica = new ReplicatedCache<Character>({
+      dataset: catalogDataset,
+      bus,
+      source: catalogSource(pool),
+      logger,
+      eventSecret: config.eventSecret,
+    });
+    closers.unshift(['replica', () => replica.close()]);
+    const relay = new OutboxRelay({ pool, bus, logger, eventSecret: config.eventSecret });
+    closers.unshift(['outbox relay', () => relay.close()]);
+    const grants = new GrantsWriter({ connection: amqp, pool, logger });
+    closers.unshift(['grants writer', () => grants.close()]);
+    const repository = new CatalogRepository(pool);
+    const app = buildCatalogApp({ replica, repository, adminToken, logger });
+    closers.unshift(['http server', () => app.close()]);
+
+    const replicas = () => [replica as ReplicatedCache<unknown>];
+    let listening = false;
+    const admin = new AdminServer({
+      replicas,
+      registry: createMetricsRegistry(replicas),
+      ready: () => listening,
+      routes: { '/outbox': () => relay.stats, '/grants': () => grants.stats },
+    });
+    closers.push(['admin server', () => admin.close()]);
+    // Health first, so probes answer (not ready) while the replica loads.
+    const boundAdmin = await admin.listen(adminPort, host);
+    await relay.start();
+    await replica.start();
+    await grants.start();
+    await app.listen({ port, host });
+    listening = true;
+    const bound = (app.server.address() as { port: number }).port;
+    logger.info({ port: bound, adminPort: boundAdmin }, 'catalog service ready');
+    const service: RunningService = {
+      name: 'catalog',
+      endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
+      close: closeInOrder(closers, logger, () => {
+        listening = false;
+      }),
+    };
+    return service;
+  } catch (err) {
+    await closeInOrder(closers, logger)();
+    throw err;
+  }
+};
