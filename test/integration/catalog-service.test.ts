@@ -9,6 +9,7 @@ import type { Character } from '../../src/datasets/catalog.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { buildCatalogApp } from '../../src/services/catalog/app.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
+import { bigCatalogCsv } from '../support/big-csv.ts';
 import { catalogFixture } from '../support/catalog-fixture.ts';
 import { rabbitProxy, testBus } from '../support/rabbit.ts';
 import { waitFor } from '../support/wait.ts';
@@ -287,5 +288,17 @@ describe('catalog admin API', () => {
     proxy.restore();
     await synced();
     for (let i = 0; i < 5; i++) assert.ok(replica.findOne('code', `outage-${i}`));
+  });
+
+  it('imports a 100,000-row file and every replica receives the full refresh', async () => {
+    await fx.stopRelays();
+    await fx.startRelay();
+    const big = parseCatalogCsv(bigCatalogCsv(100_000));
+    assert.ok(big.ok);
+    const result = await repository.replaceAll(big.rows);
+    assert.equal(result.total, 100_000);
+    await waitFor(() => replica.version === result.version, 'the full_refresh applied', 60_000, 50);
+    assert.equal(replica.size, 100_000);
+    assert.equal(replica.findOne('code', 'char-100000')?.is_default, true);
   });
 });
