@@ -11,7 +11,7 @@ import type { BenchResult, Row } from './lib.ts';
 import { fmt, RESULTS_DIR } from './lib.ts';
 
 const BENCH_DIR = import.meta.dirname;
-const ORDER = ['read', 'memory', 'propagation', 'bootstrap', 'import'];
+const ORDER = ['read', 'memory', 'propagation', 'bootstrap', 'import', 'match', 'celery'];
 
 const available = readdirSync(BENCH_DIR)
   .filter((f) => f.endsWith('.bench.ts'))

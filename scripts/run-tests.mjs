@@ -11,6 +11,7 @@ export const TEST_FILES = [
   'test/unit/datasets.test.ts',
   'test/unit/replica.test.ts',
   'test/unit/store.test.ts',
+  'test/unit/catalog-csv.test.ts',
   'test/conformance/bus-memory.test.ts',
   'test/conformance/bus-rabbitmq.test.ts',
   'test/conformance/source-memory.test.ts',
@@ -20,9 +21,14 @@ export const TEST_FILES = [
   'test/integration/replica-rabbitmq.test.ts',
   'test/integration/admin-server.test.ts',
   'test/integration/cli.test.ts',
+  'test/integration/catalog-service.test.ts',
+  'test/integration/grants-writer.test.ts',
+  'test/integration/match-worker.test.ts',
   'test/faults/connection-cut.test.ts',
   'test/faults/broker-restart.test.ts',
   'test/faults/crash-after-commit.test.ts',
+  'test/faults/match-worker-kill.test.ts',
+  'test/faults/catalog-fleet.test.ts',
 ];
 
 const root = join(import.meta.dirname, '..');

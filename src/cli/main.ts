@@ -1,6 +1,14 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError } from 'commander';
 import pg from 'pg';
-import { loadCommonConfig } from '../config/env.ts';
+import { formatCsvIssues, parseCatalogCsv } from '../catalog/csv.ts';
+import { CatalogRepository } from '../catalog/repository.ts';
+import type { CommonConfig } from '../config/env.ts';
+import { intVar, loadCommonConfig } from '../config/env.ts';
+import type { ServiceStarter } from '../services/service.ts';
+import { publishOutboxNow } from './publish-now.ts';
 import { migrate } from '../db/migrate.ts';
 import { describeError } from '../errors.ts';
 import { redactUrl } from '../util/redact.ts';
@@ -17,22 +25,144 @@ export function buildCli(): Command {
   program
     .command('migrate')
     .description('create or upgrade the database schema (idempotent)')
-    .action(async () => {
-      const config = loadCommonConfig();
-      const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 1 });
-      try {
+    .action(() =>
+      withDatabase(async (pool, config) => {
         const applied = await migrate(pool);
-        process.stdout.write(
+        out(
           applied.length
-            ? `applied migrations ${applied.join(', ')} to ${redactUrl(config.databaseUrl)}\n`
-            : `schema is up to date (${redactUrl(config.databaseUrl)})\n`,
+            ? `applied migrations ${applied.join(', ')} to ${redactUrl(config.databaseUrl)}`
+            : `schema is up to date (${redactUrl(config.databaseUrl)})`,
         );
-      } finally {
-        await pool.end();
-      }
+      }),
+    );
+
+  program
+    .command('import')
+    .description(
+      'replace the character catalog with a CSV file and broadcast a full_refresh (all or nothing)',
+    )
+    .argument('<file.csv>', 'UTF-8 CSV: code,name,match_label,type_label,dialog[,is_default]')
+    .option('--dry-run', 'validate only; change nothing')
+    .action((file: string, opts: { dryRun?: boolean }) => importCommand(file, opts.dryRun ?? false));
+
+  program
+    .command('warmup')
+    .description("broadcast a full_refresh of the catalog from the database (the seed's deploy-time warm-up)")
+    .action(() =>
+      withDatabase(async (pool, config) => {
+        await migrate(pool);
+        const { version, count } = await new CatalogRepository(pool).warmup();
+        const sent = await publishOutboxNow(pool, config.rabbitmqUrl, config.eventSecret, publishTimeout());
+        out(`full_refresh of ${count} characters (version ${version}) ${describeSent(sent)}`);
+      }),
+    );
+
+  program
+    .command('serve')
+    .description('run one service in the foreground; SIGTERM/SIGINT drain and exit 0')
+    .argument('<service>', `one of: ${Object.keys(SERVICES).join(', ')}`)
+    .action(async (name: string) => {
+      const load = SERVICES[name];
+      if (!load)
+        throw new CliError(`unknown service "${name}" (one of: ${Object.keys(SERVICES).join(', ')})`);
+      const service = await (await load())(process.env);
+      out(
+        `${service.name} running: ${Object.entries(service.endpoints)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')}`,
+      );
+      await new Promise<void>((resolve) => {
+        const stop = (): void => {
+          process.off('SIGTERM', stop);
+          process.off('SIGINT', stop);
+          void service.close().then(resolve);
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
     });
 
   return program;
+}
+
+/** Each service is loaded only when asked for, so one command does not load the others. */
+const SERVICES: Record<string, () => Promise<ServiceStarter>> = {
+  catalog: async () => (await import('../services/catalog/main.ts')).startCatalog,
+  'match-worker': async () => (await import('../services/match-worker/main.ts')).startMatchWorker,
+};
+
+/** A CSV with more errors than this lists the first ones and counts the rest. */
+const MAX_LISTED_ERRORS = 200;
+
+/** A usage problem: one line, exit 1, no stack. */
+class CliError extends Error {}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+/** How long a CLI command tries to broadcast what it committed (CACHECAST_PUBLISH_TIMEOUT_MS). */
+function publishTimeout(): number {
+  return intVar(process.env, 'CACHECAST_PUBLISH_TIMEOUT_MS', 10_000, 100, 600_000);
+}
+
+function describeSent(sent: { published: boolean; detail: string }): string {
+  return sent.published
+    ? `broadcast (${sent.detail})`
+    : `committed; not broadcast yet (${sent.detail}): a running catalog service publishes it from the outbox`;
+}
+
+async function withDatabase(work: (pool: pg.Pool, config: CommonConfig) => Promise<void>): Promise<void> {
+  const config = loadCommonConfig();
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 2 });
+  pool.on('error', () => undefined);
+  try {
+    await work(pool, config);
+  } finally {
+    await pool.end();
+  }
+}
+
+async function importCommand(file: string, dryRun: boolean): Promise<void> {
+  let input: Buffer;
+  try {
+    input = await readFile(file);
+  } catch (err) {
+    throw new CliError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? describeError(err)}`);
+  }
+  const bar = process.stderr.isTTY && input.length > 1_000_000 ? progressBar(input.length) : undefined;
+  const parsed = parseCatalogCsv(input, { onProgress: (_rows, bytes) => bar?.update(bytes) });
+  bar?.stop();
+  if (!parsed.ok) {
+    const shown = parsed.errors.slice(0, MAX_LISTED_ERRORS);
+    process.stderr.write(`${formatCsvIssues(shown, basename(file))}\n`);
+    if (parsed.errors.length > shown.length) {
+      process.stderr.write(`... and ${parsed.errors.length - shown.length} more\n`);
+    }
+    throw new CliError(`${parsed.errors.length} error(s) in ${basename(file)}; nothing was imported`);
+  }
+  if (dryRun) {
+    out(`${basename(file)}: ${parsed.rows.length} characters, valid; nothing changed (--dry-run)`);
+    return;
+  }
+  await withDatabase(async (pool, config) => {
+    await migrate(pool);
+    const result = await new CatalogRepository(pool).replaceAll(parsed.rows);
+    const sent = await publishOutboxNow(pool, config.rabbitmqUrl, config.eventSecret, publishTimeout());
+    out(
+      `imported ${result.total} characters (${result.inserted} new, ${result.updated} updated, ${result.deleted} removed); ` +
+        `full_refresh version ${result.version} ${describeSent(sent)}`,
+    );
+  });
+}
+
+function progressBar(total: number): SingleBar {
+  const bar = new SingleBar(
+    { format: 'validating {bar} {percentage}% | {value}/{total} bytes', stream: process.stderr },
+    Presets.shades_classic,
+  );
+  bar.start(total, 0);
+  return bar;
 }
 
 /** Runs the CLI; errors are one line on stderr and a non-zero exit. */
@@ -42,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     if (err instanceof CommanderError) return err.exitCode;
-    process.stderr.write(`cachecast: ${describeError(err)}\n`);
+    process.stderr.write(`cachecast: ${err instanceof CliError ? err.message : describeError(err)}\n`);
     return 1;
   }
 }

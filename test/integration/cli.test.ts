@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { DATABASE_URL, uniqueName } from '../support/env.ts';
+import { waitFor } from '../support/wait.ts';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '../../bin/cachecast.js');
@@ -49,14 +52,14 @@ describe('cachecast CLI', () => {
   it('migrate creates the schema, and a second run changes nothing', async () => {
     const first = await cli(['migrate'], { DATABASE_URL: urlWithSchema() });
     assert.equal(first.code, 0, first.stderr);
-    assert.match(first.stdout, /applied migrations 1, 2/);
+    assert.match(first.stdout, /applied migrations 1, 2, 3/);
     const { rows } = await admin.query(
       `SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY table_name`,
       [schema],
     );
     assert.deepEqual(
       rows.map((r: { table_name: string }) => r.table_name),
-      ['cachecast_migrations', 'cachecast_outbox', 'cachecast_versions', 'characters'],
+      ['cachecast_migrations', 'cachecast_outbox', 'cachecast_versions', 'character_grants', 'characters'],
     );
     const second = await cli(['migrate'], { DATABASE_URL: urlWithSchema() });
     assert.equal(second.code, 0);
@@ -76,5 +79,90 @@ describe('cachecast CLI', () => {
     const unknown = await cli(['frobnicate']);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /unknown command/);
+  });
+
+  it('import validates first, lists every error with its line, and changes nothing on error', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cachecast-cli-'));
+    const bad = join(dir, 'bad.csv');
+    await writeFile(bad, 'code,name,match_label,type_label,dialog,is_default\na,A,x,,,nope\na,B,,,,\n');
+    const refused = await cli(['import', bad], { DATABASE_URL: urlWithSchema() });
+    assert.equal(refused.code, 1);
+    const lines = refused.stderr.trim().split('\n');
+    assert.match(lines[0]!, /^bad\.csv:2: CSV_BAD_BOOLEAN/);
+    assert.ok(
+      lines.some((l) => /^bad\.csv:3: CSV_EMPTY_FIELD/.test(l)),
+      refused.stderr,
+    );
+    assert.ok(
+      lines.some((l) => /^bad\.csv:3: CSV_DUPLICATE_CODE/.test(l)),
+      refused.stderr,
+    );
+    assert.match(lines.at(-1)!, /^cachecast: \d+ error\(s\) in bad\.csv; nothing was imported$/);
+    const { rows } = await admin.query(`SELECT count(*)::int AS n FROM ${schema}.characters`);
+    assert.equal((rows[0] as { n: number }).n, 0);
+    const missing = await cli(['import', join(dir, 'nope.csv')]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /^cachecast: cannot read .*nope\.csv: ENOENT\n$/);
+  });
+
+  it('import --dry-run validates only; import replaces the catalog and broadcasts it', async () => {
+    const sample = join(import.meta.dirname, '../../data/sample-catalog.csv');
+    const dry = await cli(['import', '--dry-run', sample], { DATABASE_URL: urlWithSchema() });
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /13 characters, valid; nothing changed/);
+    const done = await cli(['import', sample], { DATABASE_URL: urlWithSchema() });
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(
+      done.stdout,
+      /imported 13 characters \(13 new, 0 updated, 0 removed\); full_refresh version 1 broadcast/,
+    );
+    const { rows } = await admin.query(
+      `SELECT count(*)::int AS n FROM ${schema}.cachecast_outbox WHERE sent_at IS NULL`,
+    );
+    assert.equal((rows[0] as { n: number }).n, 0, 'published, not left in the outbox');
+    const again = await cli(['import', sample], { DATABASE_URL: urlWithSchema() });
+    assert.match(again.stdout, /\(0 new, 13 updated, 0 removed\); full_refresh version 2/);
+    const warm = await cli(['warmup'], { DATABASE_URL: urlWithSchema() });
+    assert.equal(warm.code, 0, warm.stderr);
+    assert.match(warm.stdout, /full_refresh of 13 characters \(version 3\) broadcast/);
+  });
+
+  it('import with the broker unreachable commits and leaves the event to the outbox', async () => {
+    const sample = join(import.meta.dirname, '../../data/sample-catalog.csv');
+    const res = await cli(['import', sample], {
+      DATABASE_URL: urlWithSchema(),
+      RABBITMQ_URL: 'amqp://guest:guest@127.0.0.1:1/',
+      CACHECAST_PUBLISH_TIMEOUT_MS: '1000',
+    });
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /committed; not broadcast yet/);
+    const { rows } = await admin.query(
+      `SELECT count(*)::int AS n FROM ${schema}.cachecast_outbox WHERE sent_at IS NULL`,
+    );
+    assert.equal((rows[0] as { n: number }).n, 1);
+  });
+
+  it('serve catalog runs in the foreground, is ready, and drains on SIGTERM with exit 0', async () => {
+    const child = spawn(process.execPath, [BIN, 'serve', 'catalog'], {
+      env: {
+        ...process.env,
+        DATABASE_URL: urlWithSchema(),
+        PORT: '0',
+        ADMIN_PORT: '0',
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waitFor(() => /catalog running: http (\S+), admin (\S+)/.test(stdout), 'the startup line', 20_000);
+    const [, http, adminUrl] = /catalog running: http (\S+), admin (\S+)/.exec(stdout)!;
+    assert.equal((await fetch(`${adminUrl}/readyz`)).status, 200);
+    const catalog = (await (await fetch(`${http}/api/v1/characters/catalog`)).json()) as unknown[];
+    assert.equal(catalog.length, 13);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
   });
 });

@@ -65,7 +65,9 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     // Long codes reach the handler, which answers with a stable error code.
     maxParamLength: 1024,
     // Malformed URLs and the like get the same error shape as everything else.
-    frameworkErrors: (err, _req, reply) => sendError(reply, 400, 'bad_request', err.message),
+    frameworkErrors: (err, _req, reply) => {
+      void sendError(reply, 400, 'bad_request', err.message);
+    },
   });
   installErrorHandlers(app, logger);
   const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
