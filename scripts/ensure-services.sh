@@ -3,7 +3,7 @@
 # defaults in CONTRACT.md: reachable -> go on; installed but stopped -> start;
 # missing on Debian/Ubuntu as root -> install from the distribution's packages;
 # otherwise print exactly what to run and exit non-zero.
-# Also installs the test peers (python3-kombu) when asked with --test-peers.
+# Also installs the test peers (python3-kombu, python3-celery, python3-redis) with --test-peers.
 set -euo pipefail
 
 want_peers=0
@@ -88,9 +88,10 @@ ensure_rabbitmq() {
 }
 
 ensure_peers() {
-  if ! /usr/bin/python3 -c 'import kombu' 2>/dev/null; then
-    can_install || { log "python3-kombu is missing (apt-get install python3-kombu)"; exit 1; }
-    apt_install python3-kombu
+  # The real Python peers the interop tests drive: the seed's kombu publisher and Celery clients.
+  if ! /usr/bin/python3 -c 'import kombu, celery, redis' 2>/dev/null; then
+    can_install || { log "missing test peers: apt-get install python3-kombu python3-celery python3-redis"; exit 1; }
+    apt_install python3-kombu python3-celery python3-redis
   fi
 }
 
