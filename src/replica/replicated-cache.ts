@@ -5,6 +5,7 @@ import { parseEventMessage } from '../events/codec.ts';
 import type { Change, DecodedEvent } from '../events/event.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { deferred } from '../util/deferred.ts';
+import { Pauses } from '../util/pauses.ts';
 import type { ReplicatedCacheOptions, ResolvedReplicaOptions } from './options.ts';
 import { normalizeReplicaOptions } from './options.ts';
 import { Store } from './store.ts';
@@ -76,7 +77,7 @@ export class ReplicatedCache<V> {
   #unlistenBus: (() => void) | undefined;
   #versionTimer: TimerHandle | undefined;
   #sweepTimer: TimerHandle | undefined;
-  readonly #wakers = new Set<() => void>();
+  readonly #pauses: Pauses;
   #sweepIterator: Iterator<[string, V]> | undefined;
   #sweepStore: Store<V> | undefined;
 
@@ -96,6 +97,7 @@ export class ReplicatedCache<V> {
 
   constructor(options: ReplicatedCacheOptions<V>) {
     this.#o = normalizeReplicaOptions(options);
+    this.#pauses = new Pauses(this.#o.clock);
     this.#expireAt = this.#o.dataset.expireAt?.bind(this.#o.dataset);
     this.#store = new Store(this.#o.dataset);
     // Readers of a replica that has never synced get nothing, whatever the policy.
@@ -255,7 +257,7 @@ export class ReplicatedCache<V> {
       this.#unlistenBus?.();
       if (this.#versionTimer) this.#o.clock.clearTimeout(this.#versionTimer);
       if (this.#sweepTimer) this.#o.clock.clearTimeout(this.#sweepTimer);
-      for (const wake of [...this.#wakers]) wake();
+      this.#pauses.stop();
       this.#firstSync.reject(new CachecastError('REPLICA_CLOSED', 'replica closed before it synced'));
       this.#firstSync.promise.catch(() => undefined);
       await this.#subscription?.close();
@@ -404,7 +406,7 @@ export class ReplicatedCache<V> {
           // Events are missing between the snapshot and the buffer: load again.
           reason = this.#bufferOverflowed ? 'buffer-overflow' : 'gap';
           this.#gaps++;
-          await this.#pause(
+          await this.#pauses.pause(
             backoffDelay(Math.min(failures++, 3), this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs),
           );
           continue;
@@ -429,23 +431,9 @@ export class ReplicatedCache<V> {
         this.#updateState();
         const delay = backoffDelay(failures++, this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs);
         this.#o.logger.warn({ reason, err: describeError(err), retryInMs: delay }, 'resync failed');
-        await this.#pause(delay);
+        await this.#pauses.pause(delay);
       }
     }
-  }
-
-  /** A sleep that close() cuts short. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        this.#wakers.delete(wake);
-        this.#o.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.#o.clock.setTimeout(wake, ms);
-      timer.unref?.();
-      this.#wakers.add(wake);
-    });
   }
 
   #onBusDown(): void {
@@ -489,7 +477,7 @@ export class ReplicatedCache<V> {
       const remote = await this.#o.source.version();
       if (remote === this.#version) return false;
       if (remote > this.#version && this.#o.versionCheckGraceMs > 0) {
-        await this.#pause(this.#o.versionCheckGraceMs);
+        await this.#pauses.pause(this.#o.versionCheckGraceMs);
         if (this.#closing || this.#resyncing || this.#version >= remote) return false;
       }
       this.#o.logger.warn({ local: this.#version, source: remote }, 'replica behind its source, resyncing');

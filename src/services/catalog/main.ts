@@ -4,15 +4,13 @@ import { parseAmqpUrls } from '../../bus/amqp-url.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { CatalogRepository } from '../../catalog/repository.ts';
 import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
-import type { Character } from '../../datasets/catalog.ts';
-import { catalogDataset } from '../../datasets/catalog.ts';
 import { migrate } from '../../db/migrate.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../observe/logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';
-import { ReplicatedCache } from '../../replica/replicated-cache.ts';
-import { catalogSource } from '../../sources/catalog-source.ts';
+import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { catalogReplica } from '../catalog-replica.ts';
 import type { RunningService, ServiceStarter } from '../service.ts';
 import { closeInOrder } from '../shutdown.ts';
 import { buildCatalogApp } from './app.ts';
@@ -44,13 +42,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     amqp.on('error', (err: unknown) => logger.warn({ err: String(err) }, 'grants connection error'));
     closers.unshift(['grants connection', () => amqp.close()]);
 
-    const replica = new ReplicatedCache<Character>({
-      dataset: catalogDataset,
-      bus,
-      source: catalogSource(pool),
-      logger,
-      eventSecret: config.eventSecret,
-    });
+    const replica = catalogReplica(pool, bus, config, logger);
     closers.unshift(['replica', () => replica.close()]);
     const relay = new OutboxRelay({ pool, bus, logger, eventSecret: config.eventSecret });
     closers.unshift(['outbox relay', () => relay.close()]);

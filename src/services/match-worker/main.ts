@@ -3,15 +3,14 @@ import { createClient } from 'redis';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { intVar, loadCommonConfig } from '../../config/env.ts';
 import type { Character } from '../../datasets/catalog.ts';
-import { catalogDataset } from '../../datasets/catalog.ts';
 import { migrate } from '../../db/migrate.ts';
 import { CachecastError, describeError } from '../../errors.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import type { Logger } from '../../observe/logger.ts';
 import { createLogger } from '../../observe/logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
-import { ReplicatedCache } from '../../replica/replicated-cache.ts';
-import { catalogSource } from '../../sources/catalog-source.ts';
+import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { catalogReplica } from '../catalog-replica.ts';
 import type { RunningService, ServiceStarter } from '../service.ts';
 import { closeInOrder } from '../shutdown.ts';
 import { MatchWorker } from './worker.ts';
@@ -83,13 +82,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
     ]);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
     closers.unshift(['bus', () => bus.close()]);
-    const replica = new ReplicatedCache<Character>({
-      dataset: catalogDataset,
-      bus,
-      source: catalogSource(pool),
-      logger,
-      eventSecret: config.eventSecret,
-    });
+    const replica = catalogReplica(pool, bus, config, logger);
     closers.unshift(['replica', () => replica.close()]);
 
     const replicas = () => [replica as ReplicatedCache<unknown>];

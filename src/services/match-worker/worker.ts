@@ -14,6 +14,7 @@ import { silentLogger } from '../../observe/logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import type { RedisClient } from '../../sources/redis-source.ts';
 import { deferred } from '../../util/deferred.ts';
+import { Pauses } from '../../util/pauses.ts';
 import type { Classification, MatchTask, TaskError } from './celery-protocol.ts';
 import { parseCeleryTask } from './celery-protocol.ts';
 import { CeleryResultBackend, failureMeta, revokedMeta, successMeta } from './result-backend.ts';
@@ -122,7 +123,7 @@ export class MatchWorker {
   readonly #tasks: Counter<'outcome'> | undefined;
   readonly #latency: Histogram<'outcome'> | undefined;
   readonly #closed = deferred<void>();
-  readonly #wakers = new Set<() => void>();
+  readonly #pauses: Pauses;
   #consumer: Consumer | undefined;
   #consuming = false;
   #inFlight = 0;
@@ -131,6 +132,7 @@ export class MatchWorker {
 
   constructor(options: MatchWorkerOptions) {
     this.#o = normalizeMatchWorkerOptions(options);
+    this.#pauses = new Pauses(this.#o.clock);
     this.#replica = options.replica;
     this.#log = (options.logger ?? silentLogger).child({ component: 'match-worker' });
     this.#backend = new CeleryResultBackend({
@@ -236,7 +238,7 @@ export class MatchWorker {
     this.#closing ??= (async () => {
       this.#consuming = false;
       this.#closed.resolve();
-      for (const wake of [...this.#wakers]) wake();
+      this.#pauses.stop();
       // Consumer.close() waits for the handlers in flight; prefetched messages are requeued.
       await this.#consumer?.close().catch(() => undefined);
       await Promise.all([this.#grants.close(), this.#dlq.close()]).catch(() => undefined);
@@ -264,7 +266,7 @@ export class MatchWorker {
         'task not completed; requeued after a pause',
       );
       // Requeued, not dropped: the result (or grant) is written on redelivery.
-      await this.#pause(this.#o.retryDelayMs);
+      await this.#pauses.pause(this.#o.retryDelayMs);
       return ConsumerStatus.REQUEUE;
     } finally {
       this.#inFlight--;
@@ -412,21 +414,6 @@ export class MatchWorker {
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  /** A sleep that close() cuts short. */
-  #pause(ms: number): Promise<void> {
-    if (ms <= 0 || this.#closing) return Promise.resolve();
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        this.#wakers.delete(wake);
-        this.#o.clock.clearTimeout(timer);
-        resolve();
-      };
-      const timer = this.#o.clock.setTimeout(wake, ms);
-      timer.unref?.();
-      this.#wakers.add(wake);
-    });
   }
 }
 
