@@ -101,7 +101,9 @@ async function python(args: string[]): Promise<number[]> {
     .find((l) => l.startsWith('{"latencies_ms"'));
   if (!line) throw new Error(`celery_latency.py ${args[0]} failed: ${p.output()}`);
   const { latencies_ms, errors } = JSON.parse(line) as { latencies_ms: number[]; errors: number };
-  if (errors > 0) throw new Error(`celery_latency.py ${args[0]}: ${errors} errors`);
+  // A lost sample (no answer in 30 s) is reported; more than 1% means the setup is broken.
+  if (errors > latencies_ms.length / 100) throw new Error(`celery_latency.py ${args[0]}: ${errors} errors`);
+  if (errors > 0) console.warn(`celery_latency.py ${args[0]}: ${errors} sample(s) without an answer`);
   return latencies_ms;
 }
 
