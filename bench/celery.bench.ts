@@ -16,11 +16,10 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import pg from 'pg';
+import { testDatabase } from '../test/support/env.ts';
 import { Connection } from 'rabbitmq-client';
 import { createClient } from 'redis';
 import type { Character } from '../src/datasets/catalog.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { startMatchWorkerService } from '../src/services/match-worker/main.ts';
 import { MATCH_QUEUE } from '../src/services/match-worker/worker.ts';
 import type { Row } from './lib.ts';
@@ -108,18 +107,15 @@ async function python(args: string[]): Promise<number[]> {
 }
 
 async function main(): Promise<void> {
-  const schema = `bench_celery_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA ${schema}`);
-  const pool = new pg.Pool({ connectionString: DATABASE_URL, options: `-c search_path=${schema}`, max: 2 });
+  // A migrated schema of its own, dropped afterwards.
+  const db = await testDatabase();
+  const { pool, schema } = db;
   const redis = createClient({ url: REDIS_BENCH_URL });
   await redis.connect();
   await redis.flushDb();
   const amqp = new Connection(RABBITMQ_URL);
   const running: Proc[] = [];
   try {
-    await migrate(pool);
     const catalog: Character[] = Array.from({ length: 13 }, (_, i) => ({
       id: randomUUID(),
       code: `eco-${i}`,
@@ -307,8 +303,6 @@ async function main(): Promise<void> {
     await amqp.close();
     await redis.flushDb();
     await redis.quit();
-    await pool.end();
-    await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-    await admin.end();
+    await db.drop();
   }
 }

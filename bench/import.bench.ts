@@ -3,25 +3,18 @@
 // `cachecast import` does. Baseline: the same rows inserted one statement at
 // a time in one transaction (an ORM-style loop). Ceiling: one bulk INSERT of
 // the same rows into an unindexed table (no upsert, no event, no indexes).
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { parseCatalogCsv } from '../src/catalog/csv.ts';
 import { CatalogRepository } from '../src/catalog/repository.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { withTransaction } from '../src/db/transaction.ts';
 import { bigCatalogCsv } from '../test/support/big-csv.ts';
+import { testDatabase } from '../test/support/env.ts';
 import { elapsedMs, fmt, nowNs, printRows, row, writeResult } from './lib.ts';
 
 const ROWS = Number(process.env.BENCH_IMPORT_ROWS ?? 100_000);
-const DATABASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
-const schema = `bench_${randomBytes(4).toString('hex')}`;
-
-const admin = new pg.Client({ connectionString: DATABASE_URL });
-await admin.connect();
-await admin.query(`CREATE SCHEMA ${schema}`);
-const pool = new pg.Pool({ connectionString: DATABASE_URL, options: `-c search_path=${schema}`, max: 2 });
+// A migrated schema of its own, dropped afterwards.
+const db = await testDatabase();
+const { pool } = db;
 try {
-  await migrate(pool);
   const csv = bigCatalogCsv(ROWS);
 
   let t = nowNs();
@@ -87,7 +80,5 @@ try {
   printRows(`import (${ROWS} rows)`, figures);
   writeResult('import', figures);
 } finally {
-  await pool.end();
-  await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-  await admin.end();
+  await db.drop();
 }

@@ -15,17 +15,15 @@
 // that includes the timer's own cost, reported as a diag row; their batch cost
 // per call is reported too.
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import { testDatabase } from '../test/support/env.ts';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import type { Character } from '../src/datasets/catalog.ts';
 import { catalogDataset } from '../src/datasets/catalog.ts';
-import { migrate } from '../src/db/migrate.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { CHARACTER_COLUMNS, catalogSource } from '../src/sources/catalog-source.ts';
 import type { Row } from './lib.ts';
 import { fmt, median, nowNs, percentile, printRows, row, writeResult } from './lib.ts';
 
-const DATABASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const SIZES = [13, 100];
 const MEMORY_OPS = 200_000; // individually timed in-memory lookups per variant
 const BATCH_RUNS = 5; // batch runs of MEMORY_OPS for the per-call batch cost
@@ -104,13 +102,10 @@ interface SizeResult {
 }
 
 async function measure(size: number): Promise<SizeResult> {
-  const schema = `bench_match_${size}_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: DATABASE_URL });
-  await admin.connect();
-  await admin.query(`CREATE SCHEMA ${schema}`);
-  const pool = new pg.Pool({ connectionString: DATABASE_URL, options: `-c search_path=${schema}`, max: 2 });
+  // A migrated schema of its own, dropped afterwards.
+  const db = await testDatabase();
+  const { pool } = db;
   try {
-    await migrate(pool);
     const catalog = characters(size);
     for (const c of catalog) {
       await pool.query(
@@ -191,9 +186,7 @@ async function measure(size: number): Promise<SizeResult> {
       pgSeed: [...s1, ...s2],
     };
   } finally {
-    await pool.end();
-    await admin.query(`DROP SCHEMA ${schema} CASCADE`);
-    await admin.end();
+    await db.drop();
   }
 }
 
