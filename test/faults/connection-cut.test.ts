@@ -45,6 +45,16 @@ async function proxiedReplica(): Promise<{ replica: ReplicatedCache<Character>; 
   return { replica, proxy, bus };
 }
 
+/** Waits until the replica is ready at the source's version, then checks every entry. */
+async function assertConverged(replica: ReplicatedCache<Character>): Promise<void> {
+  await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
+  await waitFor(
+    async () => replica.version === (await catalogSource(fx.db.pool).version()),
+    'replica caught up',
+  );
+  await assertEqualsSource(replica);
+}
+
 async function assertEqualsSource(replica: ReplicatedCache<Character>): Promise<void> {
   const source = catalogSource(fx.db.pool);
   const entries = new Map<string, Character>();
@@ -68,12 +78,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     await waitFor(async () => (await relay.pending()) === 0, 'relay published the events');
     assert.equal(replica.state, 'degraded');
     proxy.restore();
-    await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
-    await waitFor(
-      async () => replica.version === (await catalogSource(fx.db.pool).version()),
-      'replica caught up',
-    );
-    await assertEqualsSource(replica);
+    await assertConverged(replica);
     assert.equal(replica.stats().last_resync_reason, 'reconnect');
   });
 
@@ -84,12 +89,7 @@ describe('faults: connections cut and stalled between a replica and RabbitMQ', (
     // Heartbeat 2 s: two missed beats mark the connection dead.
     await waitFor(() => replica.state === 'degraded', 'replica degraded by heartbeat timeout', 15_000);
     proxy.restore();
-    await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
-    await waitFor(
-      async () => replica.version === (await catalogSource(fx.db.pool).version()),
-      'replica caught up',
-    );
-    await assertEqualsSource(replica);
+    await assertConverged(replica);
   });
 
   it('repeated cuts under a steady write load end with every replica equal to the source', async () => {
@@ -136,7 +136,6 @@ describe('faults: the instance queue is lost while the replica is away', () => {
     for (let i = 0; i < 5; i++) await write(`no-queue-${i}`);
     await waitFor(async () => (await relay.pending()) === 0, 'relay published into the void');
     proxy.restore();
-    await waitFor(() => replica.state === 'ready', 'replica ready again', 15_000);
-    await assertEqualsSource(replica);
+    await assertConverged(replica);
   });
 });
