@@ -34,6 +34,7 @@ export const blacklistDataset: Dataset<number> = {
   name: 'blacklist',
   topic: BLACKLIST_TOPIC,
   degradedReads: 'source',
+  commutative: true,
   maxEventBytes: 64 * 1024,
   expireAt: blacklistExpireAtMs,
   decode(event): Change<number> {

@@ -26,6 +26,14 @@ export interface Dataset<V> {
   readonly indexes?: Readonly<Record<string, (value: V) => string | undefined>>;
   /** @default 'serve' */
   readonly degradedReads?: DegradedReadPolicy;
+  /**
+   * Changes commute (independent adds, like revocations): an event past a
+   * version gap, or one that arrives while a resync loads, applies at once
+   * instead of waiting, and the gap only holds back the version. Several
+   * publishers interleave their versions on the wire, so without this every
+   * interleaving would delay a revocation. @default false
+   */
+  readonly commutative?: boolean;
   /** Larger events are rejected. @default 1 MiB */
   readonly maxEventBytes?: number;
 }

@@ -28,6 +28,13 @@ export interface ReplicatedCacheOptions<V> {
    * @default 1000
    */
   versionCheckGraceMs?: number;
+  /**
+   * How long a version gap may stay open before it counts as a lost event and
+   * the replica resyncs: several publishers (auth instances, relays) reach the
+   * broker in any order, so v+2 often arrives just before v+1.
+   * @default 200
+   */
+  gapWaitMs?: number;
   /** How often expired entries are swept out of memory. @default 1000 */
   sweepIntervalMs?: number;
   /** Entries examined per sweep tick (bounds the pause). @default 20000 */
@@ -51,6 +58,7 @@ export interface ResolvedReplicaOptions<V> {
   degradedReads: DegradedReadPolicy;
   versionCheckIntervalMs: number;
   versionCheckGraceMs: number;
+  gapWaitMs: number;
   sweepIntervalMs: number;
   sweepBatch: number;
   resyncRetryBaseMs: number;
@@ -82,6 +90,7 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     degradedReads,
     versionCheckIntervalMs: ms('versionCheckIntervalMs', options.versionCheckIntervalMs ?? 30_000, 0),
     versionCheckGraceMs: ms('versionCheckGraceMs', options.versionCheckGraceMs ?? 1000, 0),
+    gapWaitMs: ms('gapWaitMs', options.gapWaitMs ?? 200, 0),
     sweepIntervalMs: ms('sweepIntervalMs', options.sweepIntervalMs ?? 1000, 1),
     sweepBatch: ms('sweepBatch', options.sweepBatch ?? 20_000, 1),
     resyncRetryBaseMs,

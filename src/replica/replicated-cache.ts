@@ -68,6 +68,9 @@ export class ReplicatedCache<V> {
   #resyncAgain: ResyncReason | undefined;
   #buffer: Array<DecodedEvent<V>> | undefined;
   #bufferOverflowed = false;
+  /** Events past a version gap, waiting up to gapWaitMs for the missing versions. */
+  readonly #held = new Map<number, DecodedEvent<V>>();
+  #gapTimer: TimerHandle | undefined;
   readonly #firstSync = deferred<void>();
 
   // lifecycle
@@ -257,6 +260,7 @@ export class ReplicatedCache<V> {
       this.#unlistenBus?.();
       if (this.#versionTimer) this.#o.clock.clearTimeout(this.#versionTimer);
       if (this.#sweepTimer) this.#o.clock.clearTimeout(this.#sweepTimer);
+      this.#clearGapTimer();
       this.#pauses.stop();
       this.#firstSync.reject(new CachecastError('REPLICA_CLOSED', 'replica closed before it synced'));
       this.#firstSync.promise.catch(() => undefined);
@@ -292,6 +296,15 @@ export class ReplicatedCache<V> {
         this.#bufferOverflowed = true;
       }
       this.#buffer.push(event);
+      // The serving generation stays current while the next one loads (a revocation
+      // must not wait seconds for a 1M-key snapshot); the buffer still feeds the next.
+      if (
+        this.#synced &&
+        this.#o.dataset.commutative &&
+        (event.version === undefined || event.version > this.#version)
+      ) {
+        this.#applyChange(this.#store, event.change, true);
+      }
       return;
     }
     this.#applyLive(event);
@@ -306,23 +319,72 @@ export class ReplicatedCache<V> {
 
   #applyLive(event: DecodedEvent<V>): void {
     const { version } = event;
+    const commutative = this.#o.dataset.commutative === true;
     if (version !== undefined) {
-      if (version <= this.#version) {
+      if (version <= this.#version || this.#held.has(version)) {
         this.#duplicates++;
         return;
       }
       if (version !== this.#version + 1) {
-        this.#gaps++;
-        this.#o.logger.warn({ local: this.#version, received: version }, 'version gap, resyncing');
-        void this.resync('gap');
-        // The resync has started buffering; this event may be newer than its snapshot.
-        this.#buffer?.push(event);
+        // Usually another publisher's event still in flight: wait for it a moment.
+        this.#held.set(version, event);
+        if (commutative) {
+          this.#applyChange(this.#store, event.change, true);
+          this.#noteApplied(event);
+        }
+        this.#armGapTimer();
         return;
       }
       this.#version = version;
     }
     this.#applyChange(this.#store, event.change, true);
     this.#noteApplied(event);
+    this.#releaseHeld();
+  }
+
+  /** Applies held events that are now next in line; commutative ones were applied on arrival. */
+  #releaseHeld(): void {
+    if (this.#held.size === 0) return;
+    for (const version of [...this.#held.keys()]) if (version <= this.#version) this.#held.delete(version);
+    let next = this.#held.get(this.#version + 1);
+    while (next) {
+      this.#held.delete(this.#version + 1);
+      this.#version++;
+      if (!this.#o.dataset.commutative) {
+        this.#applyChange(this.#store, next.change, true);
+        this.#noteApplied(next);
+      }
+      next = this.#held.get(this.#version + 1);
+    }
+    if (this.#held.size === 0) this.#clearGapTimer();
+  }
+
+  #armGapTimer(): void {
+    if (this.#gapTimer) return;
+    this.#gapTimer = this.#o.clock.setTimeout(() => {
+      this.#gapTimer = undefined;
+      this.#onGapExpired();
+    }, this.#o.gapWaitMs);
+    this.#gapTimer.unref?.();
+  }
+
+  #clearGapTimer(): void {
+    if (this.#gapTimer) this.#o.clock.clearTimeout(this.#gapTimer);
+    this.#gapTimer = undefined;
+  }
+
+  #onGapExpired(): void {
+    if (this.#held.size === 0 || this.#closing) return;
+    this.#gaps++;
+    const held = [...this.#held.values()].sort((a, b) => (a.version ?? 0) - (b.version ?? 0));
+    this.#held.clear();
+    this.#o.logger.warn(
+      { local: this.#version, received: held[0]?.version, waitedMs: this.#o.gapWaitMs },
+      'version gap, resyncing',
+    );
+    void this.resync('gap');
+    // The resync has started buffering; these events may be newer than its snapshot.
+    this.#buffer?.push(...held);
   }
 
   #noteApplied(event: DecodedEvent<V>): void {
@@ -414,6 +476,7 @@ export class ReplicatedCache<V> {
         this.#store = next;
         this.#version = current;
         this.#buffer = undefined;
+        this.#releaseHeld();
         this.#synced = true;
         this.#sourceFailing = false;
         if (startedWithBusUp && this.#busUp) this.#missedEvents = false;

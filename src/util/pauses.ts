@@ -28,6 +28,11 @@ export class Pauses {
     });
   }
 
+  /** Ends the current pauses now (a retry loop told there is work); later ones sleep as usual. */
+  wake(): void {
+    for (const wake of [...this.#wakers]) wake();
+  }
+
   /** Ends every pause now and every later one at once. */
   stop(): void {
     this.#stopped = true;

@@ -8,6 +8,7 @@ import { isCachecastError } from '../../src/errors.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import type { ReplicatedCacheOptions } from '../../src/replica/options.ts';
 import { MemorySource } from '../../src/sources/memory-source.ts';
+import type { SnapshotSource } from '../../src/sources/source.ts';
 import { deferred } from '../../src/util/deferred.ts';
 import { FakeClock, settle } from '../support/fake-clock.ts';
 import { character, memoryPair, publishEvent } from '../support/replica-fixtures.ts';
@@ -110,13 +111,16 @@ describe('ReplicatedCache: sync protocol', () => {
   });
 
   it('resyncs from the source when a version gap shows an event was lost', async () => {
-    const { replica, source, publisher } = catalog();
+    const { replica, source, publisher, clock } = catalog();
     seed(source, 'a');
     await replica.start();
     // Two changes reach the source; only the second event reaches the bus.
     seed(source, 'b'); // v2, its event lost
     seed(source, 'c'); // v3
     await upsert(publisher, character('c'), 3);
+    await settle();
+    assert.equal(replica.stats().resyncs, 1, 'waits gapWaitMs for the missing event first');
+    await clock.advance(200);
     await settle();
     assert.equal(replica.version, 3);
     assert.deepEqual(
@@ -352,6 +356,98 @@ describe('ReplicatedCache: indexes', () => {
       () => replica.findOne('nope', 'x'),
       (err) => isCachecastError(err, 'REPLICA_UNKNOWN_INDEX'),
     );
+  });
+});
+
+describe('ReplicatedCache: events out of order', () => {
+  it('holds an event past a gap until the missing one arrives, then applies both in order', async () => {
+    const { replica, source, publisher } = catalog();
+    seed(source, 'a');
+    await replica.start();
+    await upsert(publisher, character('a', 'third'), 3);
+    await settle();
+    assert.equal(replica.get('id-a')?.match_label, 'label-a', 'v3 waits for v2');
+    await upsert(publisher, character('a', 'second'), 2);
+    await settle();
+    assert.equal(replica.version, 3);
+    assert.equal(replica.get('id-a')?.match_label, 'third', 'applied in version order');
+    assert.equal(replica.stats().gaps, 0);
+    assert.equal(replica.stats().resyncs, 1, 'no resync for a reordering');
+  });
+
+  function blacklist(source: SnapshotSource<number>) {
+    const { bus, publisher } = memoryPair();
+    const clock = new FakeClock();
+    const replica = new ReplicatedCache<number>({
+      dataset: blacklistDataset,
+      bus,
+      source,
+      clock,
+      versionCheckIntervalMs: 0,
+    });
+    open.push(replica as ReplicatedCache<unknown>);
+    const revoke = (jti: string, version: number) =>
+      publishEvent(
+        publisher,
+        BLACKLIST_TOPIC,
+        { type: 'blacklist_added', jti, expire_at: clock.now() / 1000 + 600 },
+        { version },
+      );
+    return { replica, clock, revoke };
+  }
+
+  it('applies a commutative change past a gap at once, and only the version waits', async () => {
+    const { replica, revoke } = blacklist(new MemorySource<number>());
+    await replica.start();
+    await revoke('j2', 2);
+    await settle();
+    assert.equal(replica.has('j2'), true, 'a revocation never waits for another');
+    assert.equal(replica.version, 0);
+    await revoke('j1', 1);
+    await settle();
+    assert.equal(replica.version, 2);
+    assert.equal(replica.has('j1'), true);
+    assert.equal(replica.stats().resyncs, 1);
+  });
+
+  it('resyncs when the gap stays open past gapWaitMs, keeping what it applied', async () => {
+    const source = new MemorySource<number>();
+    const { replica, clock, revoke } = blacklist(source);
+    await replica.start();
+    source.set('j1', toBlacklistValue(clock.now() / 1000 + 600)); // v1: its event is lost
+    source.set('j2', toBlacklistValue(clock.now() / 1000 + 600)); // v2
+    await revoke('j2', 2);
+    await settle();
+    assert.equal(replica.has('j2'), true);
+    await clock.advance(200);
+    await settle();
+    assert.equal(replica.stats().last_resync_reason, 'gap');
+    assert.equal(replica.version, 2);
+    assert.equal(replica.has('j1'), true, 'the resync brought the lost revocation');
+  });
+
+  it('applies commutative events to the serving generation while a resync loads', async () => {
+    const inner = new MemorySource<number>();
+    const gate = deferred<void>();
+    let gated = false;
+    const source: SnapshotSource<number> = {
+      load: async (put) => {
+        if (gated) await gate.promise;
+        return inner.load(put);
+      },
+      version: () => inner.version(),
+    };
+    const { replica, revoke } = blacklist(source);
+    await replica.start();
+    gated = true;
+    const resync = replica.resync('manual');
+    await revoke('during', 1);
+    await settle();
+    assert.equal(replica.has('during'), true, 'not held back by the snapshot load');
+    gate.resolve();
+    await resync;
+    assert.equal(replica.has('during'), true, 'and kept by the new generation');
+    assert.equal(replica.version, 1);
   });
 });
 
