@@ -22,6 +22,15 @@ export type ErrorCode =
   | 'REPLICA_UNAVAILABLE'
   | 'REPLICA_CLOSED'
   | 'REPLICA_UNKNOWN_INDEX'
+  // auth
+  | 'JWT_JWKS_FAILED'
+  // cache-aside (src/cache-aside)
+  | 'CACHE_BAD_KEY'
+  | 'CACHE_TIMEOUT'
+  | 'CACHE_CONNECT_FAILED'
+  /** The cache dropped the connection a call was on (or waiting for) because another call missed its deadline. */
+  | 'CACHE_CONNECTION_DROPPED'
+  | 'CACHE_CORRUPT_VALUE'
   // sources and outbox
   | 'SOURCE_FAILED'
   | 'OUTBOX_FAILED';

@@ -90,3 +90,18 @@ export function secretVar(env: NodeJS.ProcessEnv, name: string, minLength: numbe
   }
   return value;
 }
+
+/** Parses a variable that must be one of a fixed set of words, or returns the default. */
+export function choiceVar<T extends string>(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  allowed: readonly T[],
+  fallback: T,
+): T {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if (!(allowed as readonly string[]).includes(raw)) {
+    throw new CachecastError('CONFIG_INVALID', `${name} must be one of ${allowed.join(', ')}`);
+  }
+  return raw as T;
+}

@@ -9,6 +9,14 @@ export interface ErrorBody {
   [detail: string]: unknown;
 }
 
+/** The first problem zod found, as `path: message` (`body` for the whole body): one line for a 400. */
+export function firstIssue(error: {
+  issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>;
+}): string {
+  const issue = error.issues[0];
+  return issue ? `${issue.path.map(String).join('.') || 'body'}: ${issue.message}` : 'invalid';
+}
+
 export function sendError(reply: FastifyReply, status: number, error: string, message?: string, extra = {}) {
   return reply.code(status).send({ error, ...(message ? { message } : {}), ...extra } satisfies ErrorBody);
 }

@@ -1,8 +1,9 @@
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+
 import type { Registry } from 'prom-client';
 import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+import { listen } from '../http/listen.ts';
 
 export type AdminRoute = () => unknown;
 
@@ -80,13 +81,7 @@ export class AdminServer {
   }
 
   listen(port: number, host = '0.0.0.0'): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', reject);
-        resolve((this.#server.address() as AddressInfo).port);
-      });
-    });
+    return listen(this.#server, port, host);
   }
 
   close(): Promise<void> {

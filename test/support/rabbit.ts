@@ -7,15 +7,11 @@ import { waitFor } from './wait.ts';
 
 /** A RabbitMQ URL that goes through `proxy`. */
 export function urlThrough(proxy: TcpProxy): string {
-  const url = new URL(RABBITMQ_URL);
-  url.hostname = '127.0.0.1';
-  url.port = String(proxy.port);
-  return url.toString();
+  return proxy.urlThrough(RABBITMQ_URL);
 }
 
 export async function rabbitProxy(): Promise<TcpProxy> {
-  const target = new URL(RABBITMQ_URL);
-  return new TcpProxy(target.hostname, Number(target.port || 5672)).start();
+  return TcpProxy.to(RABBITMQ_URL, 5672).start();
 }
 
 /** A bus with fast reconnects, optionally through a proxy; resolves once connected. */
