@@ -1,0 +1,88 @@
+import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
+import { createIssuer } from '../../auth/jwt/issuer.ts';
+import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { choiceVar, intVar, loadCommonConfig } from '../../config/env.ts';
+import { AdminServer } from '../../observe/admin-server.ts';
+import { createLogger } from '../../observe/logger.ts';
+import { createMetricsRegistry } from '../../observe/metrics.ts';
+import { connectRedis } from '../../sources/redis-client.ts';
+import type { RunningService, ServiceStarter } from '../service.ts';
+import { closeInOrder } from '../shutdown.ts';
+import { buildAuthApp } from './app.ts';
+import { Revocations } from './revocations.ts';
+
+/** `cachecast serve auth`: the development login and the logout that revokes everywhere. */
+export const startAuth: ServiceStarter = async (env) => {
+  const config = loadCommonConfig(env);
+  const port = intVar(env, 'PORT', 8001, 0, 65_535);
+  const adminPort = intVar(env, 'ADMIN_PORT', 9001, 0, 65_535);
+  const host = env.HOST?.trim() || '0.0.0.0';
+  // Deployments whose tokens come from their own identity provider turn the issuer off.
+  const login = choiceVar(env, 'AUTH_LOGIN', ['enabled', 'disabled'] as const, 'enabled');
+  const logger = createLogger({ level: config.logLevel, name: 'auth' });
+  const { jwt, verifier } = jwtFromEnv(env, logger);
+  if (login === 'enabled' && !jwt.secretIsDevelopment) {
+    logger.warn(
+      {},
+      'AUTH_LOGIN is enabled: anyone can get a token for any user_id; set AUTH_LOGIN=disabled when tokens come from your identity provider',
+    );
+  }
+  const closers: Array<[string, () => Promise<void>]> = [];
+  try {
+    const redis = connectRedis(config.redisUrl, logger, 'cachecast-auth');
+    closers.unshift(['redis', () => redis.close()]);
+    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+    closers.unshift(['bus', () => bus.close()]);
+    closers.unshift(['verifier', () => verifier.close()]);
+    const revocations = new Revocations({
+      redis: redis.client,
+      bus,
+      logger,
+      eventSecret: config.eventSecret,
+      // ext-authz accepts a token until exp + JWT_CLOCK_SKEW_S: the revocation must outlast that.
+      holdAfterExpiryS: jwt.clockSkewS + 1,
+    });
+    closers.unshift(['revocations', () => revocations.close()]);
+    const issuer =
+      login === 'enabled'
+        ? createIssuer({
+            secret: jwt.secret,
+            issuer: jwt.issuer,
+            audience: jwt.audience,
+            ttlS: jwt.accessTokenTtlS,
+          })
+        : undefined;
+    const app = buildAuthApp({ issuer, verifier, revocations, logger });
+    closers.unshift(['http server', () => app.close()]);
+
+    let listening = false;
+    const admin = new AdminServer({
+      replicas: () => [],
+      registry: createMetricsRegistry(() => []),
+      ready: () => listening && redis.client.isReady,
+      routes: {
+        '/revocations': async () => ({ ...revocations.stats, pending: await revocations.pendingCount() }),
+      },
+    });
+    closers.push(['admin server', () => admin.close()]);
+    const boundAdmin = await admin.listen(adminPort, host);
+    await verifier.start();
+    await redis.connected;
+    revocations.start();
+    await app.listen({ port, host });
+    listening = true;
+    const bound = (app.server.address() as { port: number }).port;
+    logger.info({ port: bound, adminPort: boundAdmin, login }, 'auth service ready');
+    const service: RunningService = {
+      name: 'auth',
+      endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
+      close: closeInOrder(closers, logger, () => {
+        listening = false;
+      }),
+    };
+    return service;
+  } catch (err) {
+    await closeInOrder(closers, logger)();
+    throw err;
+  }
+};

@@ -1,0 +1,105 @@
+import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
+import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { loadCommonConfig } from '../../config/env.ts';
+import { AdminServer } from '../../observe/admin-server.ts';
+import { createLogger } from '../../observe/logger.ts';
+import { createMetricsRegistry } from '../../observe/metrics.ts';
+import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { connectRedis } from '../../sources/redis-client.ts';
+import { blacklistReplica } from '../blacklist-replica.ts';
+import type { RunningService, ServiceStarter } from '../service.ts';
+import { closeInOrder } from '../shutdown.ts';
+import { Authorizer } from './authorizer.ts';
+import { loadExtAuthzConfig } from './config.ts';
+import { DecisionLog } from './decision.ts';
+import { bindGrpc, createAuthzGrpcServer, shutdownGrpc } from './grpc-server.ts';
+import { AuthzHttpServer } from './http-server.ts';
+import { registerAuthzMetrics } from './metrics.ts';
+import type { RevocationList } from './revocation.ts';
+import { RedisRevocationList, ReplicaRevocationList, redisLookup } from './revocation.ts';
+
+/**
+ * `cachecast serve ext-authz`: Envoy's and nginx's external authorization
+ * (HTTP and gRPC), answering from a local replica of the JWT blacklist.
+ */
+export const startExtAuthz: ServiceStarter = async (env) => {
+  const config = loadCommonConfig(env);
+  const own = loadExtAuthzConfig(env);
+  const logger = createLogger({ level: config.logLevel, name: 'ext-authz' });
+  const { verifier } = jwtFromEnv(env, logger);
+  const closers: Array<[string, () => Promise<void>]> = [];
+  try {
+    const redis = connectRedis(config.redisUrl, logger, 'cachecast-ext-authz');
+    closers.unshift(['redis', () => redis.close()]);
+    closers.unshift(['verifier', () => verifier.close()]);
+    const lookup = redisLookup(redis.client, own.redisTimeoutMs);
+
+    let replica: ReplicatedCache<number> | undefined;
+    let revocations: RevocationList;
+    if (own.blacklist === 'replica') {
+      const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+      closers.unshift(['bus', () => bus.close()]);
+      replica = blacklistReplica(redis.client, bus, config, logger);
+      closers.unshift(['replica', () => replica!.close()]);
+      revocations = new ReplicaRevocationList(replica, lookup);
+    } else {
+      revocations = new RedisRevocationList(lookup);
+    }
+
+    const replicas = () => (replica ? [replica as ReplicatedCache<unknown>] : []);
+    const registry = createMetricsRegistry(replicas);
+    const log = new DecisionLog();
+    const authorizer = new Authorizer({
+      verifier,
+      revocations,
+      unknownRevocation: own.unknownRevocation,
+      log,
+      latency: registerAuthzMetrics(registry, log),
+    });
+    const http = new AuthzHttpServer(authorizer);
+    closers.unshift(['http server', () => http.close()]);
+    const grpc = createAuthzGrpcServer(authorizer);
+    closers.unshift(['grpc server', () => shutdownGrpc(grpc)]);
+
+    let listening = false;
+    const admin = new AdminServer({
+      replicas,
+      registry,
+      // In redis mode there is no replica: ready once Redis answers.
+      ready: () => listening && (replica !== undefined || redis.client.isReady),
+      routes: {
+        '/decisions': () => log.snapshot(),
+        '/authz': () => ({
+          blacklist: own.blacklist,
+          unknown_revocation: own.unknownRevocation,
+          verifier: verifier.stats(),
+        }),
+      },
+    });
+    closers.push(['admin server', () => admin.close()]);
+    const adminPort = await admin.listen(own.adminPort, own.host);
+    await verifier.start();
+    if (replica) await replica.start();
+    else await redis.connected;
+    // Only a synced instance answers: an unsynced one would let revoked tokens through.
+    const port = await http.listen(own.port, own.host);
+    const grpcPort = await bindGrpc(grpc, own.host, own.grpcPort);
+    listening = true;
+    logger.info({ port, grpcPort, adminPort, blacklist: own.blacklist }, 'ext-authz ready');
+    const service: RunningService = {
+      name: 'ext-authz',
+      endpoints: {
+        http: `http://${own.host}:${port}`,
+        grpc: `${own.host}:${grpcPort}`,
+        admin: `http://${own.host}:${adminPort}`,
+      },
+      close: closeInOrder(closers, logger, () => {
+        listening = false;
+      }),
+    };
+    return service;
+  } catch (err) {
+    await closeInOrder(closers, logger)();
+    throw err;
+  }
+};
