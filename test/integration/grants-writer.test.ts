@@ -91,6 +91,47 @@ describe('grants writer', () => {
     await writer.close();
   });
 
+  it('dead-letters a grant whose user_id holds a lone surrogate, and writes the rest of its batch', async () => {
+    await amqp.queuePurge(GRANTS_DLQ);
+    const committed: string[][] = [];
+    const writer = new GrantsWriter({
+      connection: amqp,
+      pool: db.pool,
+      onCommitted: (users) => void committed.push(users),
+    });
+    await writer.start();
+    const publisher = amqp.createPublisher({ confirm: true });
+    const character = randomUUID();
+    // JSON carries it as the escape "\ud800": valid JSON, valid UTF-8 bytes, but no UTF-8 form once parsed.
+    const bad = Buffer.from(JSON.stringify(grant('lone\ud800', character)));
+    assert.match(bad.toString(), /"lone\\ud800"/);
+    await publisher.send({ routingKey: GRANTS_QUEUE, durable: true }, bad);
+    await publisher.send(
+      { routingKey: GRANTS_QUEUE, durable: true, contentType: 'application/json' },
+      grant('fine-user', character),
+    );
+    await waitFor(
+      () => writer.stats.dead_lettered === 1 && writer.stats.written === 1,
+      'one dead-lettered, one written',
+      15_000,
+    );
+    const dlq = await amqp.basicGet({ queue: GRANTS_DLQ, noAck: true });
+    assert.match(String(dlq?.headers?.['x-dlq-reason']), /^GRANT_BAD_SHAPE: .*surrogate/);
+    assert.equal(String(dlq?.body), bad.toString(), 'the message as it was sent');
+    const { rows } = await db.pool.query<{ user_id: string }>(
+      'SELECT user_id FROM character_grants WHERE character_id = $1',
+      [character],
+    );
+    assert.deepEqual(
+      rows.map((r) => r.user_id),
+      ['fine-user'],
+      'not stored as "lone\ufffd" either',
+    );
+    assert.deepEqual(committed, [['fine-user']]);
+    await publisher.close();
+    await writer.close();
+  });
+
   it('derives stable, distinct grant ids', () => {
     assert.equal(grantId('u', 'c'), grantId('u', 'c'));
     assert.notEqual(grantId('u', 'c'), grantId('u', 'd'));

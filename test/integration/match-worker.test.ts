@@ -287,14 +287,10 @@ describe('match worker: start-up and failed writes (no other worker running)', (
   });
 
   it('while Redis is down, holds the task (requeued after a pause) and stores its result once Redis is back', async (t) => {
-    const target = new URL(REDIS_URL);
-    const proxy = await new TcpProxy(target.hostname, Number(target.port || 6379)).start();
+    const proxy = await TcpProxy.to(REDIS_URL, 6379).start();
     closers.push(() => proxy.close());
-    const through = new URL(REDIS_URL);
-    through.hostname = '127.0.0.1';
-    through.port = String(proxy.port);
     const flaky = createClient({
-      url: through.toString(),
+      url: proxy.urlThrough(REDIS_URL),
       disableOfflineQueue: true,
       socket: { reconnectStrategy: () => 50 },
     });
@@ -706,6 +702,21 @@ describe('match worker: Celery message and result formats (no I/O)', () => {
     assert.equal(
       code({ body: body([{}], { user_id: { id: 1 } }), contentType: json, headers: headers() }),
       'TASK_BAD_SHAPE',
+    );
+    // A lone surrogate, as JSON carries it ("\ud800"): no UTF-8 form, no cache key.
+    const lone = parseCeleryTask({
+      body: Buffer.from(JSON.stringify(body([{}], { user_id: 'u\ud800' }))),
+      contentType: json,
+      contentEncoding: 'utf-8',
+      headers: headers(),
+    });
+    assert.ok(!lone.ok && lone.error.code === 'TASK_BAD_SHAPE' && /surrogate/.test(lone.error.message));
+    assert.ok(
+      parseCeleryTask({
+        body: body([{}], { user_id: 'u\ud83d\ude00' }),
+        contentType: json,
+        headers: headers(),
+      }).ok,
     );
     assert.equal(
       code({

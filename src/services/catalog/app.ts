@@ -5,11 +5,13 @@ import type { CharacterInput } from '../../catalog/character-input.ts';
 import { parseCatalogCsv } from '../../catalog/csv.ts';
 import type { CatalogRepository } from '../../catalog/repository.ts';
 import type { Character } from '../../datasets/catalog.ts';
+import { describeError } from '../../errors.ts';
 import { bearerMatches } from '../../http/bearer.ts';
-import { installErrorHandlers, sendError } from '../../http/errors.ts';
+import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
 import type { Logger } from '../../observe/logger.ts';
 import { silentLogger } from '../../observe/logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import type { UserCollection } from './user-collections.ts';
 
 export interface CatalogAppOptions {
   replica: ReplicatedCache<Character>;
@@ -21,6 +23,8 @@ export interface CatalogAppOptions {
   maxJsonBytes?: number;
   /** CSV import bodies. @default 33554432 (32 MiB, ~300k rows) */
   maxCsvBytes?: number;
+  /** Users' collections (cache-aside, seed 003); without it `/api/v1/users/...` is not served. */
+  collections?: { get(userId: string): Promise<UserCollection> };
 }
 
 const text = (max: number) => z.string().trim().min(1).max(max);
@@ -46,10 +50,15 @@ const classificationBody = z.object({
 
 const codeParam = z.object({ code: z.string().trim().min(1).max(200) });
 
-function firstIssue(error: z.ZodError): string {
-  const issue = error.issues[0];
-  return issue ? `${issue.path.join('.') || 'body'}: ${issue.message}` : 'invalid';
-}
+/** As the grants writer accepts them (1-200 characters), minus control characters and edge spaces. */
+const userIdParam = z.object({
+  user_id: z
+    .string()
+    .min(1, 'user_id is empty')
+    .max(200, 'user_id is longer than 200 characters')
+    .regex(/^[^\p{Cc}\p{Cs}]*$/u, 'user_id holds control characters')
+    .refine((id) => id.trim() === id, 'user_id starts or ends with a space'),
+});
 
 /**
  * The catalog service's HTTP API (CONTRACT.md). Reads come from the local
@@ -63,7 +72,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     bodyLimit: options.maxJsonBytes ?? 65_536,
     logger: false,
     // Long codes reach the handler, which answers with a stable error code.
-    maxParamLength: 1024,
+    routerOptions: { maxParamLength: 1024 },
     // Malformed URLs and the like get the same error shape as everything else.
     frameworkErrors: (err, _req, reply) => {
       void sendError(reply, 400, 'bad_request', err.message);
@@ -92,6 +101,21 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     const label = parsed.data.middle_category;
     return { character: label ? (replica.findOne('match_label', label) ?? null) : null };
   });
+
+  const { collections } = options;
+  if (collections) {
+    app.get('/api/v1/users/:user_id/characters', async (req, reply) => {
+      const param = userIdParam.safeParse(req.params);
+      if (!param.success) return sendError(reply, 400, 'invalid_user_id', firstIssue(param.error));
+      try {
+        // Redis, else PostgreSQL: only both failing (a miss with the database down) fails the read.
+        return await collections.get(param.data.user_id);
+      } catch (err) {
+        logger.warn({ err: describeError(err) }, 'user collection unavailable');
+        return sendError(reply, 503, 'collection_unavailable', 'the collection cannot be read right now');
+      }
+    });
+  }
 
   // ---- admin API
   app.register((admin, _opts, done) => {

@@ -7,11 +7,18 @@ import { GRANTS_QUEUE } from '../../catalog/grant.ts';
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../observe/logger.ts';
 import { silentLogger } from '../../observe/logger.ts';
+import { isWellFormedText } from '../../util/text.ts';
 
 export const GRANTS_DLQ = `${GRANTS_QUEUE}.dlq`;
 
 const grantSchema = z.object({
-  user_id: z.string().min(1).max(200),
+  // A lone surrogate (JSON can carry "\ud800") has no UTF-8 form: PostgreSQL would store U+FFFD
+  // instead, and no cache key can be built from it.
+  user_id: z
+    .string()
+    .min(1)
+    .max(200)
+    .refine(isWellFormedText, 'user_id is not well-formed UTF-16 (a lone surrogate)'),
   character_id: z.uuid(),
   character_code: z.string().max(200),
   task_id: z.string().max(200),

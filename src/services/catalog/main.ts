@@ -1,13 +1,18 @@
+import { hostname } from 'node:os';
 import pg from 'pg';
 import { Connection } from 'rabbitmq-client';
 import { parseAmqpUrls } from '../../bus/amqp-url.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { CacheAside } from '../../cache-aside/cache-aside.ts';
+import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
+import { loadCacheAsideConfig } from '../../cache-aside/options.ts';
 import { CatalogRepository } from '../../catalog/repository.ts';
 import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
 import { migrate } from '../../db/migrate.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../observe/logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
+import { registerOutboxMetrics } from '../../outbox/metrics.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
@@ -15,14 +20,19 @@ import type { RunningService, ServiceStarter } from '../service.ts';
 import { closeInOrder } from '../shutdown.ts';
 import { buildCatalogApp } from './app.ts';
 import { GrantsWriter } from './grants-writer.ts';
+import { UserCollections } from './user-collections.ts';
 
-/** `cachecast serve catalog`: the catalog API, its replica, the outbox relay and the grants writer. */
+/**
+ * `cachecast serve catalog`: the catalog API, its replica, the outbox relay, the
+ * grants writer, and the cache-aside service for users' collections.
+ */
 export const startCatalog: ServiceStarter = async (env) => {
   const config = loadCommonConfig(env);
   const port = intVar(env, 'PORT', 8003, 0, 65_535);
   const adminPort = intVar(env, 'ADMIN_PORT', 9003, 0, 65_535);
   const host = env.HOST?.trim() || '0.0.0.0';
   const adminToken = secretVar(env, 'ADMIN_TOKEN', 16);
+  const cacheConfig = loadCacheAsideConfig(env);
   const logger = createLogger({ level: config.logLevel, name: 'catalog' });
   if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
 
@@ -46,19 +56,44 @@ export const startCatalog: ServiceStarter = async (env) => {
     closers.unshift(['replica', () => replica.close()]);
     const relay = new OutboxRelay({ pool, bus, logger, eventSecret: config.eventSecret });
     closers.unshift(['outbox relay', () => relay.close()]);
-    const grants = new GrantsWriter({ connection: amqp, pool, logger });
+    // Users' collections through the cache-aside service (seed 003). Closed after
+    // the HTTP server and the grants writer (whose commits invalidate), so
+    // it drains their last write-backs and invalidations.
+    const cache = new CacheAside({
+      redisUrl: config.redisUrl,
+      commandTimeoutMs: cacheConfig.commandTimeoutMs,
+      breaker: cacheConfig.breaker,
+      alerts: {
+        webhookUrl: cacheConfig.slackWebhookUrl,
+        webhookTimeoutMs: cacheConfig.slackTimeoutMs,
+        cooldownMs: cacheConfig.alertCooldownMs,
+        source: `catalog@${hostname()}`,
+      },
+      logger,
+    });
+    closers.unshift(['cache', () => cache.close()]);
+    const collections = new UserCollections(cache, pool);
+    const grants = new GrantsWriter({
+      connection: amqp,
+      pool,
+      logger,
+      onCommitted: (userIds) => collections.invalidate(userIds),
+    });
     closers.unshift(['grants writer', () => grants.close()]);
     const repository = new CatalogRepository(pool);
-    const app = buildCatalogApp({ replica, repository, adminToken, logger });
+    const app = buildCatalogApp({ replica, repository, adminToken, logger, collections });
     closers.unshift(['http server', () => app.close()]);
 
     const replicas = () => [replica as ReplicatedCache<unknown>];
     let listening = false;
+    const registry = createMetricsRegistry(replicas);
+    registerCacheAsideMetrics(registry, cache);
+    registerOutboxMetrics(registry, relay);
     const admin = new AdminServer({
       replicas,
-      registry: createMetricsRegistry(replicas),
+      registry,
       ready: () => listening,
-      routes: { '/outbox': () => relay.stats, '/grants': () => grants.stats },
+      routes: { '/outbox': () => relay.stats, '/grants': () => grants.stats, '/cache': () => cache.stats() },
     });
     closers.push(['admin server', () => admin.close()]);
     // Health first, so probes answer (not ready) while the replica loads.
@@ -69,7 +104,10 @@ export const startCatalog: ServiceStarter = async (env) => {
     await app.listen({ port, host });
     listening = true;
     const bound = (app.server.address() as { port: number }).port;
-    logger.info({ port: bound, adminPort: boundAdmin }, 'catalog service ready');
+    logger.info(
+      { port: bound, adminPort: boundAdmin, alerts: cacheConfig.slackWebhookUrl ? 'slack' : 'log' },
+      'catalog service ready',
+    );
     const service: RunningService = {
       name: 'catalog',
       endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },

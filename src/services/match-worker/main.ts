@@ -1,8 +1,8 @@
 import pg from 'pg';
-import { createClient } from 'redis';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { intVar, loadCommonConfig } from '../../config/env.ts';
 import type { Character } from '../../datasets/catalog.ts';
+import { connectRedis } from '../../sources/redis-client.ts';
 import { migrate } from '../../db/migrate.ts';
 import { CachecastError, describeError } from '../../errors.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
@@ -70,16 +70,10 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
     await migrate(pool);
     // No offline queue: while Redis is away a result write fails at once and
     // the task is requeued, instead of piling up in memory.
-    const redis = createClient({ url: config.redisUrl, disableOfflineQueue: true });
-    redis.on('error', (err: unknown) => logger.warn({ err: describeError(err) }, 'redis connection error'));
-    const redisConnected = redis.connect().then(() => undefined);
-    closers.unshift([
-      'redis',
-      async () => {
-        if (redis.isReady) await redis.close();
-        else if (redis.isOpen) redis.destroy();
-      },
-    ]);
+    const managedRedis = connectRedis(config.redisUrl, logger, 'cachecast-match-worker');
+    const redis = managedRedis.client;
+    const redisConnected = managedRedis.connected;
+    closers.unshift(['redis', () => managedRedis.close()]);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
     closers.unshift(['bus', () => bus.close()]);
     const replica = catalogReplica(pool, bus, config, logger);

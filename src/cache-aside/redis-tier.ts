@@ -1,0 +1,233 @@
+import { createClient } from 'redis';
+import { CachecastError, describeError } from '../errors.ts';
+import type { Logger } from '../observe/logger.ts';
+import { silentLogger } from '../observe/logger.ts';
+import { redactUrl } from '../util/redact.ts';
+import { classifyRedisError } from './redis-errors.ts';
+
+type RedisClient = ReturnType<typeof createClient>;
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+export interface RedisTierOptions {
+  url: string;
+  /**
+   * The most any operation may take, connecting included; past it the call
+   * fails with CACHE_TIMEOUT and the connection is replaced (the other calls
+   * on it fail with CACHE_CONNECTION_DROPPED).
+   */
+  commandTimeoutMs: number;
+  logger?: Logger;
+  /** CLIENT SETNAME. @default 'cachecast-cache-aside' */
+  clientName?: string;
+}
+
+export interface RedisTierStats {
+  connected: boolean;
+  /** Connections attempted / failed to become ready. */
+  connects: number;
+  connect_failures: number;
+  /** Operations that missed their deadline. */
+  timeouts: number;
+  /** Operations that failed because the connection they used was dropped for another's deadline. */
+  dropped: number;
+}
+
+/**
+ * The Redis side of cache-aside, built to fail fast: node-redis with the
+ * offline queue disabled and no reconnect loop of its own, every operation
+ * (connecting included) under one deadline.
+ *
+ * - It connects only when an operation needs a connection, so while the
+ *   circuit breaker is open (no operations) it makes no connection attempts
+ *   either; a refused connection costs a round trip, not a backoff.
+ * - node-redis's own command timeout stops only commands not yet written; a
+ *   written command to a stalled server would wait for the socket to die
+ *   (minutes). So every operation races a timer, and a miss replaces the
+ *   connection (the commands behind it would stall too). Only the operation
+ *   whose deadline fired fails with CACHE_TIMEOUT; the others that were on
+ *   that connection, or waiting for it to connect, fail with
+ *   CACHE_CONNECTION_DROPPED, so that the caller can tell "this call was too
+ *   slow" from "this call was cut short for another's sake".
+ */
+export class RedisTier {
+  readonly #o: Required<Omit<RedisTierOptions, 'logger'>> & { logger: Logger };
+  #client: RedisClient | undefined;
+  #connecting: Promise<RedisClient> | undefined;
+  /** The client whose connection is in progress, if any (to discard it on a deadline). */
+  #pendingClient: RedisClient | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  /** Clients dropped because an operation on them (or waiting for them) missed its deadline. */
+  readonly #droppedForDeadline = new WeakSet<RedisClient>();
+  readonly #stats = { connects: 0, connect_failures: 0, timeouts: 0, dropped: 0 };
+
+  constructor(options: RedisTierOptions) {
+    this.#o = {
+      clientName: 'cachecast-cache-aside',
+      ...options,
+      logger: (options.logger ?? silentLogger).child({ component: 'cache-redis' }),
+    };
+  }
+
+  stats(): RedisTierStats {
+    return { connected: this.#client?.isReady ?? false, ...this.#stats };
+  }
+
+  /** The stored text, or null when the key does not exist. */
+  get(key: string): Promise<string | null> {
+    return this.#run((c) => c.get(key));
+  }
+
+  /** SET with a TTL in milliseconds. */
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.#run((c) => c.set(key, value, { expiration: { type: 'PX', value: ttlMs } }));
+  }
+
+  /** DEL; resolves with the number of keys that existed. */
+  del(keys: readonly string[]): Promise<number> {
+    if (keys.length === 0) return Promise.resolve(0);
+    return this.#run((c) => c.del([...keys]));
+  }
+
+  #run<T>(op: (client: RedisClient) => Promise<T>): Promise<T> {
+    if (this.#closed)
+      return Promise.reject(new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed'));
+    return new Promise<T>((resolve, reject) => {
+      /** The connection this operation is on, or waiting for. */
+      let on: RedisClient | undefined;
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        this.#stats.timeouts++;
+        reject(
+          new CachecastError('CACHE_TIMEOUT', `Redis did not answer within ${this.#o.commandTimeoutMs} ms`),
+        );
+        // A connection that let a command stall is not reused: the ones queued behind it would stall too.
+        this.#discard(on ?? this.#pendingClient, true);
+      }, this.#o.commandTimeoutMs);
+      const ready = this.#client?.isReady ? this.#client : undefined;
+      let work: Promise<T>;
+      if (ready) {
+        on = ready;
+        try {
+          work = op(ready); // the common case, without the extra promise hops of connecting
+        } catch (err) {
+          work = Promise.reject(asError(err));
+        }
+      } else {
+        work = this.#ready().then((client) => {
+          on = client;
+          return op(client);
+        });
+        on = this.#pendingClient; // the client #ready() is connecting
+      }
+      work.then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          if (timedOut) return;
+          if (on && this.#droppedForDeadline.has(on) && classifyRedisError(err) === 'connection') {
+            // Cut short with the connection another operation's deadline dropped: not this one's failure.
+            this.#stats.dropped++;
+            reject(
+              new CachecastError(
+                'CACHE_CONNECTION_DROPPED',
+                'the connection was dropped after another operation missed its deadline',
+                { cause: err },
+              ),
+            );
+            return;
+          }
+          reject(asError(err));
+        },
+      );
+    });
+  }
+
+  #ready(): Promise<RedisClient> {
+    const client = this.#client;
+    if (client?.isReady) return Promise.resolve(client);
+    if (this.#connecting) return this.#connecting;
+    if (client) this.#discard(client); // closed by a socket error: start over
+    const fresh: RedisClient = createClient({
+      url: this.#o.url,
+      name: this.#o.clientName,
+      disableOfflineQueue: true,
+      disableClientInfo: true,
+      socket: { connectTimeout: this.#o.commandTimeoutMs, reconnectStrategy: false },
+    });
+    fresh.on('error', (err: unknown) =>
+      this.#o.logger.debug({ err: describeError(err) }, 'redis connection error'),
+    );
+    this.#stats.connects++;
+    this.#pendingClient = fresh;
+    const connecting = fresh.connect().then(
+      () => {
+        if (this.#connecting === connecting) this.#connecting = undefined;
+        if (this.#pendingClient === fresh) this.#pendingClient = undefined;
+        if (this.#closed) {
+          this.#discard(fresh);
+          throw new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed');
+        }
+        this.#client = fresh;
+        return fresh;
+      },
+      (err: unknown) => {
+        if (this.#connecting === connecting) this.#connecting = undefined;
+        if (this.#pendingClient === fresh) this.#pendingClient = undefined;
+        this.#stats.connect_failures++;
+        this.#discard(fresh);
+        throw new CachecastError(
+          'CACHE_CONNECT_FAILED',
+          `cannot connect to ${redactUrl(this.#o.url)}: ${describeError(err)}`,
+          { cause: err },
+        );
+      },
+    );
+    this.#connecting = connecting;
+    return connecting;
+  }
+
+  /**
+   * Drops a client (its pending commands fail at once); the next operation
+   * connects afresh. `forDeadline`: because an operation missed its deadline
+   * (the others then fail with CACHE_CONNECTION_DROPPED).
+   */
+  #discard(client: RedisClient | undefined, forDeadline = false): void {
+    if (!client) return;
+    if (forDeadline) this.#droppedForDeadline.add(client);
+    if (this.#client === client) this.#client = undefined;
+    if (this.#pendingClient === client) {
+      this.#pendingClient = undefined;
+      this.#connecting = undefined;
+    }
+    try {
+      if (client.isOpen) client.destroy();
+    } catch {
+      // Already torn down.
+    }
+  }
+
+  /** Idempotent: lets in-flight commands finish (bounded by their deadline), then disconnects. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      const client = this.#client;
+      this.#discard(this.#pendingClient);
+      if (client?.isReady) {
+        const deadline = new Promise<void>((resolve) =>
+          setTimeout(resolve, this.#o.commandTimeoutMs).unref(),
+        );
+        await Promise.race([client.close().catch(() => undefined), deadline]);
+      }
+      this.#discard(client);
+    })();
+    return this.#closing;
+  }
+}
