@@ -3,7 +3,8 @@
 # defaults in CONTRACT.md: reachable -> go on; installed but stopped -> start;
 # missing on Debian/Ubuntu as root -> install from the distribution's packages;
 # otherwise print exactly what to run and exit non-zero.
-# Also installs the test peers (python3-kombu, python3-celery, python3-redis) with --test-peers.
+# Also installs the test peers with --test-peers: python3-kombu, python3-celery, python3-redis
+# (interop), nginx-light (auth_request in front of ext-authz), chromium (the dashboard test).
 set -euo pipefail
 
 want_peers=0
@@ -92,6 +93,16 @@ ensure_peers() {
   if ! /usr/bin/python3 -c 'import kombu, celery, redis' 2>/dev/null; then
     can_install || { log "missing test peers: apt-get install python3-kombu python3-celery python3-redis"; exit 1; }
     apt_install python3-kombu python3-celery python3-redis
+  fi
+  # nginx's auth_request is the real client of ext-authz's HTTP contract.
+  if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    can_install || { log "missing test peer: apt-get install nginx-light"; exit 1; }
+    apt_install nginx-light
+  fi
+  # Headless Chromium drives the dashboard (playwright-core launches it).
+  if [[ ! -x /usr/bin/chromium ]]; then
+    can_install || { log "missing test peer: apt-get install chromium"; exit 1; }
+    apt_install chromium
   fi
 }
 

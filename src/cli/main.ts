@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import pg from 'pg';
 import { formatCsvIssues, parseCatalogCsv } from '../catalog/csv.ts';
 import { CatalogRepository } from '../catalog/repository.ts';
@@ -82,11 +82,38 @@ export function buildCli(): Command {
       });
     });
 
+  program
+    .command('stack')
+    .description(
+      'run the local stack: migrate, import the sample catalog if empty, start auth, 2 ext-authz, ' +
+        'catalog and 2 match workers as supervised processes, and the dashboard (8000); Ctrl-C stops all',
+    )
+    .option(
+      '--port-offset <n>',
+      'add n to every port (dashboard 8000, auth 8001, ...; also STACK_PORT_OFFSET)',
+      parsePortOffset,
+    )
+    .option('--verbose', "print every process's log lines (default: warnings and errors)")
+    .action(async (opts: { portOffset?: number; verbose?: boolean }) => {
+      const { runStackCommand } = await import('../stack/command.ts');
+      await runStackCommand(opts);
+    });
+
   return program;
+}
+
+function parsePortOffset(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 50_000) {
+    throw new InvalidArgumentError('an integer from 0 to 50000');
+  }
+  return n;
 }
 
 /** Each service is loaded only when asked for, so one command does not load the others. */
 const SERVICES: Record<string, () => Promise<ServiceStarter>> = {
+  auth: async () => (await import('../services/auth/main.ts')).startAuth,
+  'ext-authz': async () => (await import('../services/ext-authz/main.ts')).startExtAuthz,
   catalog: async () => (await import('../services/catalog/main.ts')).startCatalog,
   'match-worker': async () => (await import('../services/match-worker/main.ts')).startMatchWorker,
 };

@@ -1,0 +1,266 @@
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { describeError } from '../errors.ts';
+import type { StackActions } from './actions.ts';
+import { ActionError } from './actions.ts';
+import { listen } from '../http/listen.ts';
+
+/** A line of the stack's activity log (lifecycle, faults, action results). */
+export interface ActivityLine {
+  seq: number;
+  at: number;
+  level: 'info' | 'warn' | 'error';
+  message: string;
+}
+
+export interface DashboardServerOptions {
+  /** The page (GET /). */
+  page: string;
+  /** The whole state, as GET /api/state and the SSE `state` event send it. */
+  snapshot: () => unknown;
+  /** What a new SSE client gets first: the recent bus events and activity. */
+  history: () => { bus: unknown[]; activity: ActivityLine[] };
+  actions: StackActions;
+  /** @default 15000 */
+  keepAliveMs?: number;
+}
+
+const MAX_BODY = 64 * 1024;
+
+/**
+ * The dashboard: one page, a server-sent event stream (`/events`: `state`
+ * whenever it changes, `bus` per event on the fanout exchanges, `activity`
+ * per log line) and JSON actions under /api. It binds to the loopback address
+ * and accepts actions only as same-origin JSON, so a web page elsewhere cannot
+ * drive it.
+ */
+export class DashboardServer {
+  readonly #o: DashboardServerOptions;
+  readonly #server: Server;
+  readonly #clients = new Set<ServerResponse>();
+  readonly #keepAlive: NodeJS.Timeout;
+  #lastState = '';
+  #closing: Promise<void> | undefined;
+
+  constructor(options: DashboardServerOptions) {
+    this.#o = options;
+    this.#server = createServer((req, res) => {
+      this.#handle(req, res).catch((err: unknown) => {
+        if (res.headersSent) return void res.end();
+        if (err instanceof ActionError) send(res, err.status, { error: err.code, message: err.message });
+        else send(res, 500, { error: 'internal', message: describeError(err) });
+      });
+    });
+    this.#server.keepAliveTimeout = 5000;
+    this.#keepAlive = setInterval(() => {
+      for (const client of this.#clients) client.write(': keep-alive\n\n');
+    }, options.keepAliveMs ?? 15_000);
+    this.#keepAlive.unref();
+  }
+
+  get clients(): number {
+    return this.#clients.size;
+  }
+
+  /** Sends the state to every client when it differs from the last one sent. */
+  pushState(): void {
+    const json = JSON.stringify(this.#o.snapshot());
+    if (json === this.#lastState) return;
+    this.#lastState = json;
+    this.#broadcastRaw('state', json);
+  }
+
+  broadcast(event: string, data: unknown): void {
+    this.#broadcastRaw(event, JSON.stringify(data));
+  }
+
+  #broadcastRaw(event: string, json: string): void {
+    const frame = `event: ${event}\ndata: ${json}\n\n`;
+    for (const client of this.#clients) client.write(frame);
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://dashboard');
+    const path = url.pathname;
+    if (!this.#sameHost(req)) return send(res, 403, { error: 'forbidden_host' });
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      switch (path) {
+        case '/':
+        case '/index.html':
+          res.writeHead(200, {
+            'content-type': 'text/html; charset=utf-8',
+            'cache-control': 'no-store',
+            'content-security-policy':
+              "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+          });
+          res.end(this.#o.page);
+          return;
+        case '/events':
+          return this.#events(req, res);
+        case '/api/state':
+          return send(res, 200, this.#o.snapshot());
+        case '/api/history':
+          return send(res, 200, this.#o.history());
+        case '/api/characters':
+          return send(res, 200, await this.#o.actions.characters());
+        case '/favicon.ico':
+          res.writeHead(204);
+          res.end();
+          return;
+        case '/healthz':
+          return send(res, 200, { status: 'ok' });
+        default:
+          return send(res, 404, { error: 'not_found' });
+      }
+    }
+    if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed' });
+    if (!this.#sameOrigin(req)) return send(res, 403, { error: 'forbidden_origin' });
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (type !== 'application/json') {
+      return send(res, 415, { error: 'unsupported_media_type', message: 'send application/json' });
+    }
+    const body = await readJson(req);
+    const actions = this.#o.actions;
+    switch (path) {
+      case '/api/login':
+        return send(res, 200, await actions.login(field(body, 'user_id') ?? 'demo-user'));
+      case '/api/logout':
+        return send(res, 200, await actions.logout(field(body, 'token')));
+      case '/api/check':
+        return send(res, 200, { checks: await actions.checkToken(field(body, 'token')) });
+      case '/api/characters/upsert': {
+        const code = required(body, 'code');
+        const input: Record<string, unknown> = {
+          name: required(body, 'name'),
+          match_label: required(body, 'match_label'),
+          type_label: field(body, 'type_label') || null,
+          dialog: field(body, 'dialog') || null,
+        };
+        if (typeof body.is_default === 'boolean') input.is_default = body.is_default;
+        return send(res, 200, await actions.upsertCharacter(code, input));
+      }
+      case '/api/characters/delete':
+        return send(res, 200, await actions.deleteCharacter(required(body, 'code')));
+      case '/api/match': {
+        const classification: Record<string, string> = {};
+        for (const key of ['major_category', 'middle_category', 'minor_category'] as const) {
+          const value = field(body, key);
+          if (value) classification[key] = value;
+        }
+        return send(res, 200, await actions.match(classification, field(body, 'user_id') || undefined));
+      }
+      case '/api/disconnect': {
+        const ms = typeof body.ms === 'number' ? body.ms : undefined;
+        if (ms !== undefined && (!Number.isInteger(ms) || ms < 100 || ms > 600_000)) {
+          throw new ActionError(400, 'invalid_body', 'ms must be an integer from 100 to 600000');
+        }
+        return send(res, 200, actions.disconnect(required(body, 'process'), ms));
+      }
+      case '/api/kill':
+        return send(res, 200, actions.kill(required(body, 'process')));
+      default:
+        return send(res, 404, { error: 'not_found' });
+    }
+  }
+
+  #events(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+    res.write('retry: 1000\n\n');
+    const history = this.#o.history();
+    res.write(`event: history\ndata: ${JSON.stringify(history)}\n\n`);
+    res.write(`event: state\ndata: ${JSON.stringify(this.#o.snapshot())}\n\n`);
+    this.#clients.add(res);
+    const drop = (): void => {
+      this.#clients.delete(res);
+    };
+    req.on('close', drop);
+    res.on('error', drop);
+  }
+
+  /** Host is this server (127.0.0.1:port or localhost:port): no DNS rebinding. */
+  #sameHost(req: IncomingMessage): boolean {
+    const host = req.headers.host;
+    if (!host) return true;
+    const port = (this.#server.address() as AddressInfo | null)?.port;
+    const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const hostPort = /:(\d+)$/.exec(host)?.[1];
+    const localNames = ['127.0.0.1', 'localhost', '::1'];
+    return localNames.includes(name) && (hostPort === undefined || Number(hostPort) === port);
+  }
+
+  /** A POST from a browser must come from this page. */
+  #sameOrigin(req: IncomingMessage): boolean {
+    const origin = req.headers.origin;
+    if (!origin) return true;
+    try {
+      return new URL(origin).host === req.headers.host;
+    } catch {
+      return false;
+    }
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return listen(this.#server, port, host);
+  }
+
+  /** Ends every event stream and stops listening. Idempotent. */
+  close(): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      clearInterval(this.#keepAlive);
+      for (const client of this.#clients) client.end();
+      this.#clients.clear();
+      if (!this.#server.listening) return resolve();
+      this.#server.close(() => resolve());
+      this.#server.closeAllConnections();
+    });
+    return this.#closing;
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY)
+      throw new ActionError(413, 'body_too_large', `bodies are limited to ${MAX_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  try {
+    const value: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not an object');
+    return value as Record<string, unknown>;
+  } catch {
+    throw new ActionError(400, 'invalid_json', 'the body must be a JSON object');
+  }
+}
+
+function field(body: Record<string, unknown>, name: string): string | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'string') throw new ActionError(400, 'invalid_body', `${name} must be a string`);
+  return value.trim();
+}
+
+function required(body: Record<string, unknown>, name: string): string {
+  const value = field(body, name);
+  if (!value) throw new ActionError(400, 'invalid_body', `${name} is required`);
+  return value;
+}
