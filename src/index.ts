@@ -60,3 +60,25 @@ export { createLogger, silentLogger } from './observe/logger.ts';
 export type { Logger, LogLevel } from './observe/logger.ts';
 export { loadCommonConfig } from './config/env.ts';
 export type { CommonConfig } from './config/env.ts';
+
+// Cache-aside (seed 003): Redis in front of a fallback, a circuit breaker, Slack alerts.
+export { CacheAside } from './cache-aside/cache-aside.ts';
+export type { CacheAsideStats } from './cache-aside/cache-aside.ts';
+export type { CacheAsideOptions, CacheAsideConfig } from './cache-aside/options.ts';
+export { loadCacheAsideConfig } from './cache-aside/options.ts';
+export { defineCacheKeys, buildCacheKey } from './cache-aside/cache-key.ts';
+export type { CacheKeyDef, CacheKeySpec, KeyParams } from './cache-aside/cache-key.ts';
+export { CacheKey } from './cache-aside/cache-keys.ts';
+export { CircuitBreaker, COUNTED_ERROR_KINDS, DEFAULT_BREAKER_SETTINGS } from './cache-aside/breaker.ts';
+export type {
+  BreakerPermit,
+  BreakerSettings,
+  BreakerState,
+  BreakerStats,
+  BreakerTransition,
+} from './cache-aside/breaker.ts';
+export { classifyRedisError } from './cache-aside/redis-errors.ts';
+export type { RedisErrorKind } from './cache-aside/redis-errors.ts';
+export { CacheAlerts, logAlertSink, slackWebhookSink } from './cache-aside/alerts.ts';
+export type { AlertMessage, AlertSink, AlertStats, CacheAlertsOptions } from './cache-aside/alerts.ts';
+export { registerCacheAsideMetrics } from './cache-aside/metrics.ts';
