@@ -7,7 +7,6 @@
 // Each variant runs twice, alternating, and keeps its best time.
 //
 // Uses Redis DB 15 only (REDIS_BENCH_URL), flushed before and after.
-import { randomUUID } from 'node:crypto';
 import { createClient } from 'redis';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts';
@@ -15,7 +14,20 @@ import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { blacklistSource } from '../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../src/sources/redis-source.ts';
 import type { Row } from './lib.ts';
-import { elapsedMs, fmt, gc, nowNs, printRows, REDIS_BENCH_URL, row, writeResult } from './lib.ts';
+import {
+  bareScan,
+  elapsedMs,
+  fmt,
+  fmtCount,
+  gc,
+  loadExpiringKeys,
+  nowNs,
+  printRows,
+  REDIS_BENCH_URL,
+  redisCpuMs,
+  row,
+  writeResult,
+} from './lib.ts';
 
 const N = Number(process.env.BENCH_BOOTSTRAP_KEYS ?? 1_000_000);
 const PREFIX = 'bench:blacklist:';
@@ -25,33 +37,8 @@ const ROUNDS = 2;
 /** CPU spent by this process and by Redis during the fastest replica.start() per scanCount: where the time goes. */
 const replicaCpu = new Map<number, { wallMs: number; nodeMs: number; redisMs: number }>();
 
-async function redisCpuMs(client: RedisClient): Promise<number> {
-  const info = await client.info('cpu');
-  const field = (name: string): number =>
-    Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
-  return (field('used_cpu_user') + field('used_cpu_sys')) * 1000;
-}
-
 async function load(client: RedisClient): Promise<void> {
-  const batch = 10_000;
-  const inFlight = 4;
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: inFlight }, async () => {
-      while (next < N) {
-        const from = next;
-        next = Math.min(N, next + batch);
-        const writes: Array<Promise<unknown>> = [];
-        for (let i = from; i < next; i++) {
-          const ttl = 600 + Math.floor(Math.random() * 3001);
-          writes.push(
-            client.set(`${PREFIX}${randomUUID()}`, '1', { expiration: { type: 'EX', value: ttl } }),
-          );
-        }
-        await Promise.all(writes);
-      }
-    }),
-  );
+  await loadExpiringKeys(client, PREFIX, N);
   await client.set(VERSION_KEY, '42');
 }
 
@@ -109,11 +96,8 @@ async function keysThenTtl(client: RedisClient): Promise<number> {
 }
 
 /** The floor for any SCAN-based load: walk the keyspace, read nothing else. */
-async function bareScan(client: RedisClient, count: number): Promise<number> {
-  const start = nowNs();
-  let seen = 0;
-  for await (const keys of client.scanIterator({ MATCH: `${PREFIX}*`, COUNT: count })) seen += keys.length;
-  const ms = elapsedMs(start);
+async function bareScanMs(client: RedisClient, count: number): Promise<number> {
+  const { ms, seen } = await bareScan(client, PREFIX, count);
   if (seen < N) throw new Error(`SCAN saw ${seen}`);
   return ms;
 }
@@ -140,7 +124,7 @@ async function main(): Promise<void> {
       }
       gc(1);
       record('KEYS + pipelined TTL', await keysThenTtl(client));
-      for (const count of SCAN_COUNTS) record(`bare SCAN COUNT ${count}`, await bareScan(client, count));
+      for (const count of SCAN_COUNTS) record(`bare SCAN COUNT ${count}`, await bareScanMs(client, count));
     }
   } finally {
     await client.flushDb();
@@ -160,6 +144,7 @@ async function main(): Promise<void> {
     row(`time to ready, ${N} keys (replica.start, best scanCount=${bestCount})`, replicaMs / 1000, 's', {
       baseline: { label: 'KEYS + pipelined TTL', value: keysMs / 1000 },
       ceiling: { label: `bare SCAN COUNT ${scanCount}`, value: scanMs / 1000 },
+      headline: `time to ready, ${fmtCount(N)} blacklist keys in Redis`,
       note:
         `during it node used ${fmt(cpu.nodeMs / 1000)} s CPU, redis ${fmt(cpu.redisMs / 1000)} s; ` +
         `scanCount=${other}: ${fmt(best.get(`replica scanCount=${other}`)! / 1000)} s`,

@@ -276,6 +276,7 @@ async function main(): Promise<void> {
                 label: `Python Celery worker (-P threads -c 4) p${q}`,
                 value: p('python celery', q),
               },
+              headline: workers === 1 && q === 50 ? 'Celery send_task -> get(), 1 worker, p50' : undefined,
             },
           ),
         );

@@ -8,7 +8,7 @@ import { CatalogRepository } from '../src/catalog/repository.ts';
 import { withTransaction } from '../src/db/transaction.ts';
 import { bigCatalogCsv } from '../test/support/big-csv.ts';
 import { testDatabase } from '../test/support/env.ts';
-import { elapsedMs, fmt, nowNs, printRows, row, writeResult } from './lib.ts';
+import { elapsedMs, fmt, fmtCount, nowNs, printRows, row, writeResult } from './lib.ts';
 
 const ROWS = Number(process.env.BENCH_IMPORT_ROWS ?? 100_000);
 // A migrated schema of its own, dropped afterwards.
@@ -73,6 +73,7 @@ try {
     row(`import ${ROWS} new rows + full_refresh event, one transaction`, importMs, 'ms', {
       baseline,
       ceiling,
+      headline: `import ${fmtCount(ROWS)} CSV rows + full_refresh, one transaction`,
       note: `full_refresh body ${fmt(outbox[0]!.bytes / 1e6)} MB`,
     }),
     row(`re-import ${ROWS} rows (all updated)`, reimportMs, 'ms', { baseline, ceiling }),

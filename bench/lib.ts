@@ -1,7 +1,10 @@
 // Shared helpers for the benchmarks: statistics, result rows and the JSON
 // result file every bench writes (bench/run.ts turns them into REPORT.md).
+import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { join } from 'node:path';
+import type { RedisClient } from '../src/sources/redis-source.ts';
 
 export const RESULTS_DIR = join(import.meta.dirname, 'results');
 
@@ -13,6 +16,17 @@ export const REDIS_BENCH_URL = process.env.REDIS_BENCH_URL || 'redis://127.0.0.1
 export interface Reference {
   label: string;
   value: number;
+}
+
+/**
+ * Marks a row as a headline figure: the summary table and the chart in
+ * REPORT.md / REPORT.svg show it under `title`. `ceiling` is the ceiling the
+ * summary compares it with when that is not the row's own (propagation: the
+ * same fanout to N raw consumers, where the row's ceiling is 1 consumer).
+ */
+export interface Headline {
+  title: string;
+  ceiling?: Reference;
 }
 
 /**
@@ -29,6 +43,16 @@ export interface Row {
   ratio_to_ceiling?: number;
   baseline_ratio?: number;
   note?: string;
+  headline?: Headline;
+}
+
+/** The machine a bench ran on, and its load average (1, 5, 15 min) when it started and ended. */
+export interface Machine {
+  cpu: string;
+  cores: number;
+  node: string;
+  load_before: number[];
+  load_after: number[];
 }
 
 export interface BenchResult {
@@ -36,31 +60,108 @@ export interface BenchResult {
   date: string;
   rows: Row[];
   notes: string[];
+  /** Absent in results written before it was recorded. */
+  machine?: Machine;
+}
+
+/** Read when a bench process imports this module, i.e. as it starts. */
+const LOAD_AT_START = os.loadavg();
+
+/** baseline / value and value / ceiling: the one place the two ratios are computed. */
+export function ratios(
+  value: number,
+  refs: { baseline?: Reference | undefined; ceiling?: Reference | undefined },
+): { baseline_ratio?: number; ratio_to_ceiling?: number } {
+  return {
+    ...(refs.baseline ? { baseline_ratio: refs.baseline.value / value } : {}),
+    ...(refs.ceiling ? { ratio_to_ceiling: value / refs.ceiling.value } : {}),
+  };
 }
 
 export function row(
   metric: string,
   value: number,
   unit: string,
-  refs: { baseline?: Reference; ceiling?: Reference; note?: string } = {},
+  refs: { baseline?: Reference; ceiling?: Reference; note?: string; headline?: string | Headline } = {},
 ): Row {
   const out: Row = { metric, value, unit };
+  const { baseline_ratio, ratio_to_ceiling } = ratios(value, refs);
   if (refs.baseline) {
     out.baseline = refs.baseline;
-    out.baseline_ratio = refs.baseline.value / value;
+    out.baseline_ratio = baseline_ratio;
   }
   if (refs.ceiling) {
     out.ceiling = refs.ceiling;
-    out.ratio_to_ceiling = value / refs.ceiling.value;
+    out.ratio_to_ceiling = ratio_to_ceiling;
   }
   if (refs.note) out.note = refs.note;
+  if (refs.headline)
+    out.headline = typeof refs.headline === 'string' ? { title: refs.headline } : refs.headline;
   return out;
 }
 
 export function writeResult(name: string, rows: Row[], notes: string[] = []): void {
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const result: BenchResult = { name, date: new Date().toISOString(), rows, notes };
+  const cpus = os.cpus();
+  const machine: Machine = {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    node: process.version,
+    load_before: LOAD_AT_START.map(round2),
+    load_after: os.loadavg().map(round2),
+  };
+  const result: BenchResult = { name, date: new Date().toISOString(), rows, notes, machine };
   writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+// ---------------------------------------------------------------- headline figures
+
+/** A reference with its ratio (see Figure). */
+export interface Comparison extends Reference {
+  ratio: number;
+}
+
+/** A headline figure as the summary shows it: one per row marked `headline`. */
+export interface Figure {
+  bench: string;
+  /** The bench's run (ISO date). */
+  date: string;
+  title: string;
+  metric: string;
+  value: number;
+  unit: string;
+  /** ratio = baseline / value: > 1 = faster (or smaller) than the baseline, by that factor. */
+  baseline?: Comparison;
+  /** ratio = value / ceiling: >= 1 = the overhead over the best possible; 1 / ratio = the fraction of it reached. */
+  ceiling?: Comparison;
+}
+
+/** The headline figures of every result, in the results' order, each with its baseline and ceiling. */
+export function headlineFigures(results: readonly BenchResult[]): Figure[] {
+  const out: Figure[] = [];
+  for (const result of results) {
+    for (const r of result.rows) {
+      if (!r.headline) continue;
+      const baseline = r.baseline;
+      const ceiling = r.headline.ceiling ?? r.ceiling;
+      const { baseline_ratio, ratio_to_ceiling } = ratios(r.value, { baseline, ceiling });
+      out.push({
+        bench: result.name,
+        date: result.date,
+        title: r.headline.title,
+        metric: r.metric,
+        value: r.value,
+        unit: r.unit,
+        ...(baseline ? { baseline: { ...baseline, ratio: baseline_ratio! } } : {}),
+        ...(ceiling ? { ceiling: { ...ceiling, ratio: ratio_to_ceiling! } } : {}),
+      });
+    }
+  }
+  return out;
 }
 
 export function printRows(title: string, rows: Row[]): void {
@@ -84,6 +185,33 @@ export function fmt(n: number): string {
   if (abs >= 10) return n.toFixed(1);
   if (abs >= 1) return n.toFixed(2);
   return n.toPrecision(3);
+}
+
+/** 1000000 -> 1M, 100000 -> 100k, 13 -> 13: counts in headline titles. */
+export function fmtCount(n: number): string {
+  if (n >= 1e6 && n % 1e6 === 0) return `${n / 1e6}M`;
+  if (n >= 1e3 && n % 1e3 === 0) return `${n / 1e3}k`;
+  return String(n);
+}
+
+const TIME_UNITS: ReadonlyArray<readonly [string, number]> = [
+  ['s', 1],
+  ['ms', 1e-3],
+  ['µs', 1e-6],
+  ['ns', 1e-9],
+];
+
+/** `fmt` with its unit, a time rescaled to the unit that reads best (1138 ns/op -> 1.14 µs/op). */
+export function fmtQuantity(value: number, unit: string): string {
+  const slash = unit.indexOf('/');
+  const base = slash === -1 ? unit : unit.slice(0, slash);
+  const per = slash === -1 ? '' : unit.slice(slash);
+  const scale = TIME_UNITS.find(([name]) => name === (base === 'us' ? 'µs' : base))?.[1];
+  if (scale === undefined || !Number.isFinite(value)) return `${fmt(value)} ${unit}`;
+  const seconds = value * scale;
+  const [name, size] =
+    TIME_UNITS.find(([, size]) => Math.abs(seconds) >= size * 0.9995) ?? TIME_UNITS.at(-1)!;
+  return `${fmt(seconds / size)} ${name}${per}`;
 }
 
 export function median(values: readonly number[]): number {
@@ -124,4 +252,53 @@ export function sleepMs(ms: number): Promise<void> {
 /** A fresh copy of a string (its own object, its hash not yet computed), as a parsed JWT's jti would be. */
 export function freshCopy(text: string): string {
   return Buffer.from(text, 'latin1').toString('latin1');
+}
+
+// ---------------------------------------------------------------- Redis key helpers
+// Shared by the benches that fill Redis with `blacklist:*`-style keys (bootstrap, authz).
+
+/**
+ * Writes `n` keys `<prefix><uuid>` = '1' with a random EX of 600-3600 s:
+ * batches of 10k pipelined SETs, 4 batches in flight.
+ */
+export async function loadExpiringKeys(client: RedisClient, prefix: string, n: number): Promise<void> {
+  const batch = 10_000;
+  const inFlight = 4;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (next < n) {
+        const from = next;
+        next = Math.min(n, next + batch);
+        const writes: Array<Promise<unknown>> = [];
+        for (let i = from; i < next; i++) {
+          const ttl = 600 + Math.floor(Math.random() * 3001);
+          writes.push(
+            client.set(`${prefix}${randomUUID()}`, '1', { expiration: { type: 'EX', value: ttl } }),
+          );
+        }
+        await Promise.all(writes);
+      }
+    }),
+  );
+}
+
+/** The floor for any SCAN-based load: walk the keyspace under `prefix`, read nothing else. */
+export async function bareScan(
+  client: RedisClient,
+  prefix: string,
+  count: number,
+): Promise<{ ms: number; seen: number }> {
+  const start = nowNs();
+  let seen = 0;
+  for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: count })) seen += keys.length;
+  return { ms: elapsedMs(start), seen };
+}
+
+/** CPU time Redis has used so far (user + sys), ms: read before and after a step to see its share. */
+export async function redisCpuMs(client: RedisClient): Promise<number> {
+  const info = await client.info('cpu');
+  const field = (name: string): number =>
+    Number(new RegExp(`^${name}:([\\d.]+)`, 'm').exec(info)?.[1] ?? NaN);
+  return (field('used_cpu_user') + field('used_cpu_sys')) * 1000;
 }

@@ -202,6 +202,7 @@ async function main(): Promise<void> {
         row(`replica.findOne p${p}, ${size} characters`, value, 'ns', {
           ceiling: { label: `Map.get p${p}`, value: ns(r.map, p) },
           baseline: { label: `pg WHERE match_label = $1 p${p}`, value: ns(r.pgQuery, p) },
+          headline: p === 50 ? `match: findOne on match_label, ${size} characters, p50` : undefined,
           note: `seed literal (select all + loop) p${p}: ${fmt(ns(r.pgSeed, p) / 1000)} us -> x${fmt(ns(r.pgSeed, p) / value)} better`,
         }),
       );

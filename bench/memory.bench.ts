@@ -10,7 +10,7 @@ import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { MemorySource } from '../src/sources/memory-source.ts';
 import type { Row } from './lib.ts';
-import { fmt, freshCopy, gc, printRows, REDIS_BENCH_URL, row, writeResult } from './lib.ts';
+import { fmt, fmtCount, freshCopy, gc, printRows, REDIS_BENCH_URL, row, writeResult } from './lib.ts';
 
 const N = Number(process.env.BENCH_MEMORY_ENTRIES ?? 1_000_000);
 const REDIS_KEYS = 100_000;
@@ -113,7 +113,13 @@ async function main(): Promise<void> {
   // The replica is a Map plus bookkeeping: a plain Map is the floor it can reach.
   const ceiling = { label: 'Map<string, unix s>', value: mapUnix };
   const rows: Row[] = [
-    row('replica heap per entry', replica, 'B/entry', { ceiling }),
+    row('replica heap per entry', replica, 'B/entry', {
+      ceiling,
+      ...(redis === undefined
+        ? {}
+        : { baseline: { label: 'Redis used_memory per blacklist:<jti> key with TTL', value: redis } }),
+      headline: `heap per blacklist entry, ${fmtCount(N)} entries`,
+    }),
     row('Map<string, offset-from-2024 s> (the replica encoding)', mapOffset, 'B/entry', { ceiling }),
     row('Map<string, epoch ms> (a HeapNumber per value)', mapMs, 'B/entry', { ceiling }),
   ];

@@ -18,7 +18,18 @@ import { systemClock } from '../src/clock.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { MemorySource } from '../src/sources/memory-source.ts';
 import type { Row } from './lib.ts';
-import { elapsedMs, fmt, freshCopy, gc, median, nowNs, printRows, row, writeResult } from './lib.ts';
+import {
+  elapsedMs,
+  fmt,
+  fmtCount,
+  freshCopy,
+  gc,
+  median,
+  nowNs,
+  printRows,
+  row,
+  writeResult,
+} from './lib.ts';
 
 const N = Number(process.env.BENCH_READ_ENTRIES ?? 1_000_000);
 const PASSES = 2; // lookups per sync run = PASSES * N
@@ -239,15 +250,16 @@ async function main(): Promise<void> {
   }
 
   const rows: Row[] = [];
-  for (const [op, mapOp, bentoOp] of [
-    ['replica.get(hit)', 'Map.get(hit)', 'bento.get(hit)'],
-    ['replica.has(hit)', 'Map.has(hit)', 'bento.has(hit)'],
-    ['replica.has(miss)', 'Map.has(miss)', 'bento.has(miss)'],
+  for (const [op, mapOp, bentoOp, headline] of [
+    ['replica.get(hit)', 'Map.get(hit)', 'bento.get(hit)', `get, hit, ${fmtCount(N)} entries, random keys`],
+    ['replica.has(hit)', 'Map.has(hit)', 'bento.has(hit)', undefined],
+    ['replica.has(miss)', 'Map.has(miss)', 'bento.has(miss)', `has, miss, ${fmtCount(N)} entries`],
   ] as const) {
     rows.push(
       row(op, ns(op), 'ns/op', {
         ceiling: { label: mapOp, value: ns(mapOp) },
         baseline: { label: `await ${bentoOp}`, value: ns(bentoOp) },
+        headline,
       }),
     );
   }
