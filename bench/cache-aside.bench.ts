@@ -21,7 +21,13 @@ import { CacheAside } from '../src/cache-aside/cache-aside.ts';
 import { defineCacheKeys } from '../src/cache-aside/cache-key.ts';
 import { CacheKey } from '../src/cache-aside/cache-keys.ts';
 import { grantId } from '../src/catalog/grant-id.ts';
-import { loadUserCharacters, UserCollections } from '../src/services/catalog/user-collections.ts';
+import type { Character } from '../src/datasets/catalog.ts';
+import {
+  joinGrants,
+  loadUserCharacters,
+  loadUserGrants,
+  UserCollections,
+} from '../src/services/catalog/user-collections.ts';
 import { createClient } from 'redis';
 import { testDatabase, uniqueName } from '../test/support/env.ts';
 import { TcpProxy } from '../test/support/tcp-proxy.ts';
@@ -103,6 +109,12 @@ async function main(): Promise<void> {
       ],
     );
     await pool.query('ANALYZE character_grants; ANALYZE characters');
+    // The service joins cached grants with its catalog replica; a Map stands in for it here.
+    const catalog = new Map<string, Character>();
+    const { rows: full } = await pool.query<Character>(
+      'SELECT id::text AS id, code, name, match_label, type_label, dialog, is_default FROM characters',
+    );
+    for (const c of full) catalog.set(c.id, c);
     const sample = await loadUserCharacters(pool, 'user-1');
     const valueBytes = Buffer.byteLength(JSON.stringify(sample));
 
@@ -118,17 +130,21 @@ async function main(): Promise<void> {
       return cache;
     };
     const cache = make(REDIS_BENCH_URL);
-    const collections = new UserCollections(cache, pool);
-    const local = cache.wrap(
+    const collections = new UserCollections(cache, pool, catalog);
+    const localGrants = cache.wrap(
       BenchKey.USER_CHARACTERS_LOCAL,
       (userId: string) => ({ user_id: userId }),
-      (userId: string) => loadUserCharacters(pool, userId),
+      (userId: string) => loadUserGrants(pool, userId),
     );
+    const local = async (userId: string) => ({
+      user_id: userId,
+      characters: joinGrants(await localGrants(userId), catalog),
+    });
     const proxied = `redis://127.0.0.1:${proxy.port}${redisUrl.pathname}`;
     const outage = make(proxied);
-    const outageCollections = new UserCollections(outage, pool);
+    const outageCollections = new UserCollections(outage, pool, catalog);
     const closedDown = make(proxied, { failureThreshold: 100_000 });
-    const closedDownCollections = new UserCollections(closedDown, pool);
+    const closedDownCollections = new UserCollections(closedDown, pool, catalog);
 
     // ---- the ceilings and the baseline
     const held = new Map<string, string>();

@@ -9,8 +9,13 @@ import { createClient } from 'redis';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
 import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
 import { grantId } from '../../src/catalog/grant-id.ts';
+import type { Character } from '../../src/datasets/catalog.ts';
 import type { CollectedCharacter } from '../../src/services/catalog/user-collections.ts';
-import { loadUserCharacters, UserCollections } from '../../src/services/catalog/user-collections.ts';
+import {
+  loadUserCharacters,
+  loadUserGrants,
+  UserCollections,
+} from '../../src/services/catalog/user-collections.ts';
 import type { TestDatabase } from '../support/env.ts';
 import { REDIS_URL, redisClient, testDatabase, uniqueName } from '../support/env.ts';
 import { FakeClock } from '../support/fake-clock.ts';
@@ -77,6 +82,8 @@ let db: TestDatabase;
 const prefix = uniqueName('fault.cache');
 /** What PostgreSQL holds for each user: the answer every read must give. */
 const truth = new Map<string, CollectedCharacter[]>();
+/** The catalog the collections join with (the service uses its replica). */
+const catalog = new Map<string, Character>();
 
 async function grant(userId: string, characterId: string, at: string): Promise<void> {
   await db.pool.query(
@@ -96,6 +103,10 @@ before(async () => {
     );
     ids.push(rows[0]!.id);
   }
+  const { rows } = await db.pool.query<Character>(
+    'SELECT id::text AS id, code, name, match_label, type_label, dialog, is_default FROM characters',
+  );
+  for (const c of rows) catalog.set(c.id, c);
   for (let u = 0; u < USERS; u++) {
     for (let c = 0; c <= u % 3; c++) await grant(`user-${u}`, ids[c]!, `2026-01-0${c + 1}T00:00:00Z`);
   }
@@ -121,7 +132,7 @@ function newCache(
     clock,
     breaker: { failureThreshold: 10, failureWindowMs: 60_000, openMs: OPEN_MS },
   });
-  return { cache, collections: new UserCollections(cache, db.pool) };
+  return { cache, collections: new UserCollections(cache, db.pool, catalog) };
 }
 
 /** Reads every user once, checks each answer against PostgreSQL, returns the slowest read in ms. */
@@ -224,7 +235,7 @@ describe('faults: Redis cut, stalled, killed under the cache-aside service', () 
       await collections.get(user);
       await cache.settled();
       assert.deepEqual((await collections.get(user)).characters, truth.get(user));
-      const key = `${keyPrefix}:1:users:${user}:characters`;
+      const key = `${keyPrefix}:${CacheKey.USER_CHARACTERS.version}:users:${user}:characters`;
 
       proxy.cut();
       const { rows } = await db.pool.query<{ id: string }>(
@@ -248,7 +259,11 @@ describe('faults: Redis cut, stalled, killed under the cache-aside service', () 
         );
         await cache.settled();
         assert.equal(cache.stats().pending_invalidations, 0);
-        assert.equal(await redis.get(key), JSON.stringify(truth.get(user)), 'Redis holds the fresh one');
+        assert.equal(
+          await redis.get(key),
+          JSON.stringify(await loadUserGrants(db.pool, user)),
+          'Redis holds the fresh grants',
+        );
       } finally {
         await redis.close();
       }

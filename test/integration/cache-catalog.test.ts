@@ -60,7 +60,7 @@ before(async () => {
     replica,
     repository,
     adminToken: undefined,
-    collections: new UserCollections(cache, db.pool),
+    collections: new UserCollections(cache, db.pool, replica),
   });
   redis = await redisClient();
 });
@@ -109,7 +109,7 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
     const first = await get('u-hit');
     await cache.settled();
     assert.ok(
-      await redis.exists(`${prefix}:1:users:u-hit:characters`),
+      await redis.exists(`${prefix}:2:users:u-hit:characters`),
       'written back under the declared key',
     );
     const before = cache.stats();
@@ -175,7 +175,7 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
       replica,
       repository: new CatalogRepository(db.pool),
       adminToken: undefined,
-      collections: new UserCollections(deadRedis, db.pool),
+      collections: new UserCollections(deadRedis, db.pool, replica),
     });
     try {
       await grant('u-degraded', characters[5]!, '2026-01-01T00:00:00Z');
@@ -199,6 +199,7 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
 });
 
 describe('the catalog service end to end: grants writer -> invalidation -> cache, /cache and /metrics', () => {
+  const ADMIN = 'collections-admin-token-0123456789';
   let service: RunningService;
   let amqp: Connection;
 
@@ -213,6 +214,7 @@ describe('the catalog service end to end: grants writer -> invalidation -> cache
       ADMIN_PORT: '0',
       HOST: '127.0.0.1',
       LOG_LEVEL: 'silent',
+      ADMIN_TOKEN: ADMIN,
     });
     amqp = new Connection(RABBITMQ_URL);
   });
@@ -287,5 +289,62 @@ describe('the catalog service end to end: grants writer -> invalidation -> cache
     assert.match(metrics, /cachecast_cache_write_backs_total\{result="ok"\} [1-9]/);
     assert.match(metrics, /cachecast_cache_breaker_state\{state="closed"\} 1/);
     assert.match(metrics, /^cachecast_outbox_pending \d+$/m, 'the relay backlog is on the catalog metrics');
+  });
+  it('a cached collection shows an admin edit of a character at once, and drops a deleted one', async () => {
+    const user = uniqueName('edit-user');
+    const [kept, removed] = [characters[7]!, characters[8]!];
+    await grant(user, kept, '2026-01-01T00:00:00Z');
+    await grant(user, removed, '2026-01-02T00:00:00Z');
+    const read = async (): Promise<UserCollection> =>
+      (await (
+        await fetch(`${service.endpoints.http}/api/v1/users/${user}/characters`)
+      ).json()) as UserCollection;
+    const cacheStats = async () =>
+      (await (await fetch(`${service.endpoints.admin}/cache`)).json()) as {
+        fallbacks: number;
+        write_backs: number;
+      };
+    const writeBacks = (await cacheStats()).write_backs;
+    assert.deepEqual(
+      (await read()).characters.map((c) => c.code),
+      [kept.code, removed.code],
+    );
+    await waitFor(async () => (await cacheStats()).write_backs > writeBacks, 'the grants written back');
+    const fallbacksBefore = (await cacheStats()).fallbacks;
+
+    const admin = (method: string, code: string, body?: unknown) =>
+      fetch(`${service.endpoints.http}/admin/characters/${encodeURIComponent(code)}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${ADMIN}`,
+          ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+        },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const edited = await admin('PUT', kept.code, {
+      name: 'Renamed while cached',
+      match_label: kept.match_label,
+      type_label: kept.type_label,
+      dialog: kept.dialog,
+      is_default: kept.is_default,
+    });
+    assert.equal(edited.status, 200, await edited.text());
+    await waitFor(
+      async () => (await read()).characters[0]?.name === 'Renamed while cached',
+      'the new name in the cached collection (no TTL wait)',
+      5000,
+    );
+    assert.equal((await admin('DELETE', removed.code)).status, 204);
+    await waitFor(
+      async () => (await read()).characters.map((c) => c.code).join() === kept.code,
+      'the deleted character gone from the cached collection',
+      5000,
+    );
+    const after = await cacheStats();
+    assert.equal(
+      after.fallbacks,
+      fallbacksBefore,
+      'served from the cache throughout: the grants were not re-read',
+    );
   });
 });

@@ -72,7 +72,7 @@ export const startCatalog: ServiceStarter = async (env) => {
       logger,
     });
     closers.unshift(['cache', () => cache.close()]);
-    const collections = new UserCollections(cache, pool);
+    const collections = new UserCollections(cache, pool, replica);
     const grants = new GrantsWriter({
       connection: amqp,
       pool,

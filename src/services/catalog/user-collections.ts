@@ -14,7 +14,18 @@ export interface UserCollection {
   characters: CollectedCharacter[];
 }
 
-/** The seed's "before", and the cache's fallback: the user's grants joined with the catalog, oldest first. */
+/** What is cached per user: the grants alone, oldest first. */
+export interface GrantRef {
+  character_id: string;
+  acquired_at: string;
+}
+
+/** Looks up a character by id: the catalog replica, in memory. */
+export interface CharacterLookup {
+  get(id: string): Character | undefined;
+}
+
+/** The seed's "before" (a query per read, details joined in SQL), kept as the benchmark baseline. */
 export const USER_CHARACTERS_SQL = `
   SELECT c.id::text AS id, c.code, c.name, c.match_label, c.type_label, c.dialog, c.is_default,
          g.acquired_at
@@ -23,11 +34,17 @@ export const USER_CHARACTERS_SQL = `
   WHERE g.user_id = $1
   ORDER BY g.acquired_at, c.code`;
 
+/** The cache's fallback: one indexed query on character_grants (user_id, acquired_at). */
+export const USER_GRANTS_SQL = `
+  SELECT character_id::text AS character_id, acquired_at
+  FROM character_grants
+  WHERE user_id = $1
+  ORDER BY acquired_at, character_id`;
+
 interface Row extends Character {
   acquired_at: Date;
 }
 
-/** One PostgreSQL query (indexed on character_grants (user_id, acquired_at)). */
 export async function loadUserCharacters(pool: pg.Pool, userId: string): Promise<CollectedCharacter[]> {
   const { rows } = await pool.query<Row>(USER_CHARACTERS_SQL, [userId]);
   return rows.map((r) => ({
@@ -42,29 +59,63 @@ export async function loadUserCharacters(pool: pg.Pool, userId: string): Promise
   }));
 }
 
+export async function loadUserGrants(pool: pg.Pool, userId: string): Promise<GrantRef[]> {
+  const { rows } = await pool.query<{ character_id: string; acquired_at: Date }>(USER_GRANTS_SQL, [userId]);
+  return rows.map((r) => ({ character_id: r.character_id, acquired_at: r.acquired_at.toISOString() }));
+}
+
 /**
- * Users' collections read through the cache-aside service (seed 003): Redis
- * under `CacheKey.USER_CHARACTERS`, falling back to PostgreSQL. The grants
- * writer calls `invalidate` after each batch commits.
+ * Joins grants with the catalog as it is now: a character edited since the
+ * grants were cached shows its new details, a deleted one is left out (as
+ * the SQL join does), and the order is the SQL's (acquired_at, then code).
+ */
+export function joinGrants(grants: readonly GrantRef[], catalog: CharacterLookup): CollectedCharacter[] {
+  const out: CollectedCharacter[] = [];
+  for (const g of grants) {
+    const character = catalog.get(g.character_id);
+    if (character) out.push({ ...character, acquired_at: g.acquired_at });
+  }
+  // ISO strings of one format compare as their instants.
+  return out.sort((a, b) =>
+    a.acquired_at !== b.acquired_at
+      ? a.acquired_at < b.acquired_at
+        ? -1
+        : 1
+      : a.code < b.code
+        ? -1
+        : a.code > b.code
+          ? 1
+          : 0,
+  );
+}
+
+/**
+ * Users' collections read through the cache-aside service (seed 003): the
+ * grants in Redis under `CacheKey.USER_CHARACTERS`, falling back to
+ * PostgreSQL; the grants writer calls `invalidate` after each batch commits.
  *
- * Character details are cached with the collection: an admin edit of a
- * character reaches cached collections within the key's TTL (5 minutes).
+ * Only grants are cached; character details come from the catalog replica at
+ * read time. The seed cached the joined rows, so an admin edit of a character
+ * stayed hidden behind every cached collection until the TTL; here it shows
+ * as soon as the replica applies it.
  */
 export class UserCollections {
   readonly #cache: CacheAside;
-  readonly #load: (userId: string) => Promise<CollectedCharacter[]>;
+  readonly #catalog: CharacterLookup;
+  readonly #load: (userId: string) => Promise<GrantRef[]>;
 
-  constructor(cache: CacheAside, pool: pg.Pool) {
+  constructor(cache: CacheAside, pool: pg.Pool, catalog: CharacterLookup) {
     this.#cache = cache;
+    this.#catalog = catalog;
     this.#load = cache.wrap(
       CacheKey.USER_CHARACTERS,
       (userId: string) => ({ user_id: userId }),
-      (userId: string) => loadUserCharacters(pool, userId),
+      (userId: string) => loadUserGrants(pool, userId),
     );
   }
 
   async get(userId: string): Promise<UserCollection> {
-    return { user_id: userId, characters: await this.#load(userId) };
+    return { user_id: userId, characters: joinGrants(await this.#load(userId), this.#catalog) };
   }
 
   /** After a commit that changed these users' grants. Never throws for a Redis failure. */
