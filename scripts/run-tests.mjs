@@ -16,6 +16,7 @@ export const TEST_FILES = [
   'test/unit/jwt-fuzz.test.ts',
   'test/unit/cache-breaker.test.ts',
   'test/unit/cache-keys.test.ts',
+  'test/unit/user-collections.test.ts',
   'test/unit/stack.test.ts',
   'test/conformance/bus-memory.test.ts',
   'test/conformance/bus-rabbitmq.test.ts',
