@@ -10,7 +10,11 @@ import { silentLogger } from '../observe/logger.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { OUTBOX_CHANNEL } from './outbox.ts';
 
-/** Only one relay publishes at a time, so events leave in version order. */
+/**
+ * Only one relay per outbox publishes at a time, so events leave in version
+ * order. Keyed by schema too: outboxes in other schemas of the same database
+ * are other datasets' and must not wait on (or be skipped for) this one.
+ */
 const RELAY_LOCK = 7_240_002;
 
 export interface OutboxRelayOptions {
@@ -173,7 +177,7 @@ export class OutboxRelay {
     // A failed publish throws out of the transaction: nothing is marked sent.
     const published = await withTransaction(this.#pool, async (client) => {
       const { rows: lock } = await client.query<{ ok: boolean }>(
-        'SELECT pg_try_advisory_xact_lock($1) AS ok',
+        'SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema())) AS ok',
         [RELAY_LOCK],
       );
       if (!lock[0]?.ok) return 'busy' as const;
