@@ -54,7 +54,7 @@ export interface ActionsOptions {
   celery: CeleryClient;
   /** A line for the dashboard's activity log (and the terminal). */
   report: (level: 'info' | 'warn', message: string) => void;
-  /** Propagation polling: interval and limit. @default 1 / 2000 */
+  /** Propagation polling: interval and limit. @default 1 / 5000 */
   pollIntervalMs?: number;
   propagationLimitMs?: number;
   /** How long a catalog write's followers are awaited. @default 5000 */
@@ -76,7 +76,7 @@ export class StackActions {
   constructor(options: ActionsOptions) {
     this.#o = options;
     this.#pollMs = options.pollIntervalMs ?? 1;
-    this.#limitMs = options.propagationLimitMs ?? 2000;
+    this.#limitMs = options.propagationLimitMs ?? 5000;
     this.#followMs = options.followLimitMs ?? 5000;
   }
 
@@ -378,9 +378,10 @@ export class StackActions {
     } catch (err) {
       throw new ActionError(504, 'match_failed', describeError(err));
     }
-    // The worker counts a task once it is acked, just after the result is stored.
+    // The worker counts a task once it is acked: after the result is stored and, for a task
+    // with a user, after the broker confirmed its grant (a disk write), so allow for a slow one.
     let worker: string | null = null;
-    const deadline = Date.now() + 1000;
+    const deadline = Date.now() + 5000;
     while (worker === null && Date.now() < deadline) {
       const after = await Promise.all(workers.map((w) => this.#taskCount(w)));
       const i = after.findIndex((n, k) => n !== null && before[k] !== null && n > before[k]!);
