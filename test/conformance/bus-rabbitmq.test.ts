@@ -16,7 +16,7 @@ busConformance('rabbitmq', {
     const proxy = await rabbitProxy();
     const bus = new RabbitMQBus({
       url: urlThrough(proxy),
-      publishTimeoutMs: 1500,
+      publishTimeoutMs: 3000, // covers a reconnect, its handshake and a persistent confirm on a slow disk
       retryLowMs: 50,
       retryHighMs: 300,
     });

@@ -71,7 +71,7 @@ describe('faults: two catalog services and a match worker through cuts and a bro
     let failures = 0;
     let writing = true;
     const writer = (async () => {
-      while (writing) {
+      while (writing || writes <= 50) {
         const target = writes % 2 === 0 ? a : b;
         const code = `fleet-${writes % 25}`;
         const res =

@@ -52,7 +52,7 @@ describe('auth + ext-authz over HTTP', () => {
     assert.equal((await check(a, token)).status, 200);
     assert.equal((await check(b, token)).status, 200);
     assert.equal(await logout(auth, token), 204);
-    const [msA, msB] = await Promise.all([waitRefused(a, token, 2000), waitRefused(b, token, 2000)]);
+    const [msA, msB] = await Promise.all([waitRefused(a, token, 5000), waitRefused(b, token, 5000)]);
     for (const member of [a, b, viaRedis]) {
       const result = await check(member, token);
       assert.equal(result.status, 401);

@@ -46,7 +46,6 @@ describe('grants writer', () => {
       batchSize: 50,
       onCommitted: (users) => void committed.push(users),
     });
-    await writer.start();
     const publisher = amqp.createPublisher({ confirm: true });
     const characters = [randomUUID(), randomUUID(), randomUUID()];
     const users = Array.from({ length: 40 }, (_, i) => `user-${i}`);
@@ -65,6 +64,9 @@ describe('grants writer', () => {
     }
     await publisher.send({ routingKey: GRANTS_QUEUE, durable: true }, Buffer.from('{"user_id": 5}'));
     await publisher.send({ routingKey: GRANTS_QUEUE, durable: true }, Buffer.from('not json'));
+    // Started once the queue holds everything: batching is then up to the writer, not to how
+    // fast one-by-one confirmed publishes trickle in on a slow disk.
+    await writer.start();
     await waitFor(
       () => writer.stats.written + writer.stats.duplicates === sent && writer.stats.dead_lettered === 2,
       'all grants handled',

@@ -18,7 +18,8 @@ function node(id: string, script: string): ChildSpec {
   return { id, command: process.execPath, args: ['-e', script], env: { ...process.env } };
 }
 
-const RUNS_UNTIL_TERM = `process.on('SIGTERM', () => { console.log('draining'); setTimeout(() => process.exit(0), 50); }); setInterval(() => {}, 1000);`;
+/** Prints `up <pid>` once its SIGTERM handler is installed: a SIGTERM before that would kill it. */
+const RUNS_UNTIL_TERM = `process.on('SIGTERM', () => { console.log('draining'); setTimeout(() => process.exit(0), 50); }); console.log('up ' + process.pid); setInterval(() => {}, 1000);`;
 
 describe('Supervisor', () => {
   it('restarts a child that crashes, with a growing backoff, and reports each crash', async () => {
@@ -64,7 +65,8 @@ describe('Supervisor', () => {
     }, 'a new process');
     const crash = events.find((e) => e.type === 'crashed');
     assert.equal(crash?.type === 'crashed' && crash.exit.signal, 'SIGKILL');
-    await new Promise((r) => setTimeout(r, 200)); // let it install its SIGTERM handler
+    const second = supervisor.view('svc')!.pid!;
+    await waitFor(() => lines.includes(`up ${second}`), 'its SIGTERM handler installed', 10_000);
     await supervisor.stop();
     await supervisor.stop(); // idempotent
     const stopped = events.find((e) => e.type === 'stopped');
