@@ -72,6 +72,25 @@ if (problems.length && !only.length) {
   process.exit(1);
 }
 
+// The tests get a RabbitMQ vhost and a Redis database of their own, so they
+// neither disturb nor read a stack running on the same services (`npm start`
+// uses the contract defaults: vhost / and Redis DB 0). Set RABBITMQ_URL or
+// REDIS_URL to choose others.
+const TEST_VHOST = 'cachecast-test';
+const testEnv = { NODE_ENV: 'test' };
+if (!process.env.REDIS_URL) testEnv.REDIS_URL = 'redis://127.0.0.1:6379/1';
+if (!process.env.RABBITMQ_URL) {
+  const ctl = (...args) => spawnSync('rabbitmqctl', ['-q', ...args], { encoding: 'utf8', timeout: 60_000 });
+  const listed = ctl('list_vhosts');
+  const exists = listed.status === 0 && listed.stdout.split('\n').some((l) => l.trim() === TEST_VHOST);
+  const ok =
+    exists ||
+    (ctl('add_vhost', TEST_VHOST).status === 0 &&
+      ctl('set_permissions', '-p', TEST_VHOST, 'guest', '.*', '.*', '.*').status === 0);
+  if (ok) testEnv.RABBITMQ_URL = `amqp://guest:guest@127.0.0.1:5672/${TEST_VHOST}`;
+  else console.error(`tests: could not create the RabbitMQ vhost ${TEST_VHOST} (rabbitmqctl); using /`);
+}
+
 const resultsDir = join(root, '.test-results');
 mkdirSync(resultsDir, { recursive: true });
 
@@ -97,7 +116,7 @@ for (const [i, file] of files.entries()) {
       `--test-reporter-destination=${countsFile}`,
       file,
     ],
-    { cwd: root, stdio: 'inherit', env: { ...process.env, NODE_ENV: 'test' } },
+    { cwd: root, stdio: 'inherit', env: { ...process.env, ...testEnv } },
   );
   if (run.status !== 0) runnerFailed = true;
   let c = { passed: 0, failed: 0, skipped: 0 };

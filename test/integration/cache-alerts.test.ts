@@ -212,7 +212,7 @@ describe('cache alerts, received by a local stand-in for Slack', () => {
     const proxy = await new TcpProxy(target.hostname, Number(target.port || 6379)).start();
     const clock = new FakeClock(Date.now());
     const cache = new CacheAside({
-      redisUrl: `redis://127.0.0.1:${proxy.port}/0`,
+      redisUrl: `redis://127.0.0.1:${proxy.port}${target.pathname}`,
       keyPrefix: uniqueName('it.alerts'),
       commandTimeoutMs: 500,
       clock,
