@@ -30,12 +30,11 @@
 //
 // Uses Redis DB 3 only (REDIS_AUTHZ_BENCH_URL), flushed before and after,
 // with the services' own key names (blacklist:<jti>,
-// cachecast:version:blacklist): never DB 0, which the tests share, nor DB 15,
-// which the other benches flush.
-// The services' exchange, auth.blacklist.events, has a fixed name: run this
-// while no test or stack uses it on the same broker (their logouts would
-// reach these replicas as version gaps, and this bench's logouts theirs),
-// or point RABBITMQ_URL at a vhost of its own.
+// cachecast:version:blacklist): never DB 0 (a running stack) or 1 (the tests),
+// nor DB 15, which the other benches flush.
+// The services' exchange, auth.blacklist.events, has a fixed name: the benches
+// run in the RabbitMQ vhost cachecast-bench (bench/lib.ts), so a running stack's
+// or the tests' logouts never reach these replicas, nor these theirs.
 import * as grpc from '@grpc/grpc-js';
 // @ts-expect-error autocannon ships no types (and @types/autocannon is not installed): typed below
 import autocannonUntyped from 'autocannon';

@@ -5,10 +5,16 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '../src/sources/redis-source.ts';
+// @ts-expect-error a plain .mjs script shared with the test runner: typed by its use here
+import { ensureVhost as ensureVhostUntyped } from '../scripts/rabbit-vhost.mjs';
+
+const ensureVhost = ensureVhostUntyped as (name: string) => string | undefined;
 
 export const RESULTS_DIR = join(import.meta.dirname, 'results');
 
-export const RABBITMQ_URL = process.env.RABBITMQ_URL || 'amqp://guest:guest@127.0.0.1:5672/';
+/** A vhost of the benchmarks' own (the exchange names are fixed): no test or running stack sees their events. */
+export const RABBITMQ_URL =
+  process.env.RABBITMQ_URL || ensureVhost('cachecast-bench') || 'amqp://guest:guest@127.0.0.1:5672/';
 /** The benches that touch Redis use DB 15 only, and flush it. */
 export const REDIS_BENCH_URL = process.env.REDIS_BENCH_URL || 'redis://127.0.0.1:6379/15';
 

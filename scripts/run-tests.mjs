@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { ensureVhost } from './rabbit-vhost.mjs';
 
 export const TEST_FILES = [
   'test/unit/errors-and-config.test.ts',
@@ -76,19 +77,11 @@ if (problems.length && !only.length) {
 // neither disturb nor read a stack running on the same services (`npm start`
 // uses the contract defaults: vhost / and Redis DB 0). Set RABBITMQ_URL or
 // REDIS_URL to choose others.
-const TEST_VHOST = 'cachecast-test';
 const testEnv = { NODE_ENV: 'test' };
 if (!process.env.REDIS_URL) testEnv.REDIS_URL = 'redis://127.0.0.1:6379/1';
 if (!process.env.RABBITMQ_URL) {
-  const ctl = (...args) => spawnSync('rabbitmqctl', ['-q', ...args], { encoding: 'utf8', timeout: 60_000 });
-  const listed = ctl('list_vhosts');
-  const exists = listed.status === 0 && listed.stdout.split('\n').some((l) => l.trim() === TEST_VHOST);
-  const ok =
-    exists ||
-    (ctl('add_vhost', TEST_VHOST).status === 0 &&
-      ctl('set_permissions', '-p', TEST_VHOST, 'guest', '.*', '.*', '.*').status === 0);
-  if (ok) testEnv.RABBITMQ_URL = `amqp://guest:guest@127.0.0.1:5672/${TEST_VHOST}`;
-  else console.error(`tests: could not create the RabbitMQ vhost ${TEST_VHOST} (rabbitmqctl); using /`);
+  const url = ensureVhost('cachecast-test');
+  if (url) testEnv.RABBITMQ_URL = url;
 }
 
 const resultsDir = join(root, '.test-results');
