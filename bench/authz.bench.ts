@@ -65,14 +65,16 @@ import {
   nowNs,
   percentile,
   printRows,
-  RABBITMQ_URL,
+  benchRabbitmqUrl,
   redisCpuMs,
   row,
   sleepMs,
   writeResult,
 } from './lib.ts';
 
-/** Its own database: 1M keys must not land in the tests' DB 0, nor be flushed by another bench. */
+const RABBITMQ_URL = benchRabbitmqUrl();
+
+/** Its own database: 1M keys must not land in a stack's DB 0 or the tests' DB 1, nor be flushed by another bench. */
 const REDIS_URL = process.env.REDIS_AUTHZ_BENCH_URL || 'redis://127.0.0.1:6379/3';
 const CONNECTIONS = Number(process.env.BENCH_AUTHZ_CONNECTIONS ?? 64);
 /** Seconds per slice of load; ROUNDS slices per target. */
@@ -1010,8 +1012,8 @@ async function readyPhase(redis: RedisClient, fleet: Fleet): Promise<Row[]> {
 
 async function main(): Promise<void> {
   killChildrenOnExit();
-  if (['', '/', '/0'].includes(new URL(REDIS_URL).pathname)) {
-    throw new Error(`refusing to FLUSHDB ${REDIS_URL}: DB 0 is the tests' and the services' default`);
+  if (['', '/', '/0', '/1'].includes(new URL(REDIS_URL).pathname)) {
+    throw new Error(`refusing to FLUSHDB ${REDIS_URL}: DB 0 is the services' default and DB 1 the tests'`);
   }
   const redis: RedisClient = createClient({ url: REDIS_URL });
   redis.on('error', () => undefined);

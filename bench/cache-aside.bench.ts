@@ -118,6 +118,7 @@ async function main(): Promise<void> {
     for (const c of full) catalog.set(c.id, c);
     const sample = await loadUserCharacters(pool, 'user-1');
     const valueBytes = Buffer.byteLength(JSON.stringify(sample));
+    const cachedBytes = Buffer.byteLength(JSON.stringify(await loadUserGrants(pool, 'user-1')));
 
     // ---- the caches
     const make = (url: string, breaker?: { failureThreshold: number }) => {
@@ -261,7 +262,7 @@ async function main(): Promise<void> {
     );
     printRows('cache-aside read latency vs a PostgreSQL query per read (seed 003 "before")', rows);
     const notes = [
-      `${USERS} users x ${GRANTS_PER_USER} grants over ${CHARACTERS} characters; a collection is ~${valueBytes} bytes of JSON. PostgreSQL and Redis on localhost (the baseline's best case).`,
+      `${USERS} users x ${GRANTS_PER_USER} grants over ${CHARACTERS} characters; a collection is ~${valueBytes} bytes of JSON, of which the cache holds the grants, ~${cachedBytes} bytes. PostgreSQL and Redis on localhost (the baseline's best case).`,
       `Reads timed one by one, sequentially, ${ROUNDS} interleaved rounds: ${Object.entries(PER_ROUND)
         .map(([k, n]) => `${k} ${n * ROUNDS}`)
         .join(', ')} reads; random users. Took ${fmt(seconds)} s.`,

@@ -27,12 +27,14 @@ import {
   fmt,
   percentile,
   printRows,
-  RABBITMQ_URL,
+  benchRabbitmqUrl,
   REDIS_BENCH_URL,
   row,
   sleepMs,
   writeResult,
 } from './lib.ts';
+
+const RABBITMQ_URL = benchRabbitmqUrl();
 
 const DATABASE_URL = process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 const PYTHON = '/usr/bin/python3';

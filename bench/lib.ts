@@ -12,9 +12,18 @@ const ensureVhost = ensureVhostUntyped as (name: string) => string | undefined;
 
 export const RESULTS_DIR = join(import.meta.dirname, 'results');
 
-/** A vhost of the benchmarks' own (the exchange names are fixed): no test or running stack sees their events. */
-export const RABBITMQ_URL =
-  process.env.RABBITMQ_URL || ensureVhost('cachecast-bench') || 'amqp://guest:guest@127.0.0.1:5672/';
+let rabbitmqUrl: string | undefined;
+/**
+ * RABBITMQ_URL, or a vhost of the benchmarks' own (the exchange and queue
+ * names are fixed), so no test or running stack sees their events and no
+ * benchmark purges a stack's queue. Made on first use only.
+ */
+export function benchRabbitmqUrl(): string {
+  rabbitmqUrl ??= process.env.RABBITMQ_URL || ensureVhost('cachecast-bench');
+  if (!rabbitmqUrl)
+    throw new Error('set RABBITMQ_URL to a vhost for the benchmarks (rabbitmqctl could not make one)');
+  return rabbitmqUrl;
+}
 /** The benches that touch Redis use DB 15 only, and flush it. */
 export const REDIS_BENCH_URL = process.env.REDIS_BENCH_URL || 'redis://127.0.0.1:6379/15';
 

@@ -25,7 +25,9 @@ import type { Dataset } from '../src/replica/dataset.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { MemorySource } from '../src/sources/memory-source.ts';
 import type { Row } from './lib.ts';
-import { fmt, nowNs, percentile, printRows, RABBITMQ_URL, row, tick, writeResult } from './lib.ts';
+import { fmt, nowNs, percentile, printRows, benchRabbitmqUrl, row, tick, writeResult } from './lib.ts';
+
+const RABBITMQ_URL = benchRabbitmqUrl();
 
 const SIZES = (process.env.BENCH_PROPAGATION_SIZES ?? '2,8,32').split(',').map(Number);
 // 1000 rather than ~300: a run takes seconds, and p99 of 300 samples is just the 3rd-worst one.

@@ -8,9 +8,9 @@ export const CacheKey = defineCacheKeys({
   /**
    * A user's collection (`GET /api/v1/users/{user_id}/characters`): their
    * grants (character id, acquired_at), joined with the catalog replica at
-   * read time. Version 2: version 1 held the joined rows, which hid catalog
-   * edits until the TTL. Invalidated by the grants writer after each commit. No in-process tier: whichever catalog
+   * read time, so catalog edits show at once. Invalidated by the grants
+   * writer after each commit. No in-process tier: whichever catalog
    * instance consumes a grant invalidates, and only Redis is shared.
    */
-  USER_CHARACTERS: { template: 'users:{user_id}:characters', ttlMs: 5 * 60_000, version: 2 },
+  USER_CHARACTERS: { template: 'users:{user_id}:characters', ttlMs: 5 * 60_000, version: 1 },
 });

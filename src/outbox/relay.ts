@@ -12,8 +12,9 @@ import { OUTBOX_CHANNEL } from './outbox.ts';
 
 /**
  * Only one relay per outbox publishes at a time, so events leave in version
- * order. Keyed by schema too: outboxes in other schemas of the same database
- * are other datasets' and must not wait on (or be skipped for) this one.
+ * order. Keyed by the outbox table itself too (the one search_path resolves):
+ * an outbox in another schema of the same database must not make this one's
+ * relays wait or skip a turn.
  */
 const RELAY_LOCK = 7_240_002;
 
@@ -177,7 +178,7 @@ export class OutboxRelay {
     // A failed publish throws out of the transaction: nothing is marked sent.
     const published = await withTransaction(this.#pool, async (client) => {
       const { rows: lock } = await client.query<{ ok: boolean }>(
-        'SELECT pg_try_advisory_xact_lock($1, hashtext(current_schema())) AS ok',
+        `SELECT pg_try_advisory_xact_lock($1, to_regclass('cachecast_outbox')::oid::int) AS ok`,
         [RELAY_LOCK],
       );
       if (!lock[0]?.ok) return 'busy' as const;

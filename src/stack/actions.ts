@@ -384,7 +384,11 @@ export class StackActions {
     const deadline = Date.now() + 5000;
     while (worker === null && Date.now() < deadline) {
       const after = await Promise.all(workers.map((w) => this.#taskCount(w)));
-      const i = after.findIndex((n, k) => n !== null && before[k] !== null && n > before[k]!);
+      // A count that went down is a restarted worker's: it counts from 0 again.
+      const i = after.findIndex((n, k) => {
+        const was = before[k];
+        return n !== null && was !== null && was !== undefined && n > (n < was ? 0 : was);
+      });
       if (i >= 0) worker = workers[i]!.id;
       else await sleep(10);
     }

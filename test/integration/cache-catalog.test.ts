@@ -109,7 +109,7 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
     const first = await get('u-hit');
     await cache.settled();
     assert.ok(
-      await redis.exists(`${prefix}:2:users:u-hit:characters`),
+      await redis.exists(`${prefix}:1:users:u-hit:characters`),
       'written back under the declared key',
     );
     const before = cache.stats();

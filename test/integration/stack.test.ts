@@ -130,7 +130,8 @@ describe('cachecast stack', () => {
         ['ext-authz-2', 401, 'token_revoked'],
       ],
     );
-    for (const i of instances) assert.ok(typeof i.refused_after_ms === 'number' && i.refused_after_ms < 5000);
+    // A number once refused within the action's limit (5 s); null if not.
+    for (const i of instances) assert.equal(typeof i.refused_after_ms, 'number', JSON.stringify(i));
     // The decisions the instances report reach the dashboard's state.
     await waitFor(async () => {
       const s = await stack.state();

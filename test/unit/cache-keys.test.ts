@@ -45,7 +45,7 @@ describe('cache keys: declared once, built from the declaration', () => {
     );
     assert.equal(
       buildCacheKey('cc', CacheKey.USER_CHARACTERS, { user_id: '사용자' }),
-      'cc:2:users:%EC%82%AC%EC%9A%A9%EC%9E%90:characters',
+      'cc:1:users:%EC%82%AC%EC%9A%A9%EC%9E%90:characters',
     );
   });
 

@@ -66,8 +66,11 @@ export async function loadUserGrants(pool: pg.Pool, userId: string): Promise<Gra
 
 /**
  * Joins grants with the catalog as it is now: a character edited since the
- * grants were cached shows its new details, a deleted one is left out (as
- * the SQL join does), and the order is the SQL's (acquired_at, then code).
+ * grants were cached shows its new details, and a deleted one (or one the
+ * replica has not received yet) is left out, as the SQL join leaves out a
+ * deleted one. Oldest first at the millisecond the answer shows, then by code
+ * in code-point order (the SQL baseline sorts codes by the database's
+ * collation, which agrees for the catalog's codes).
  */
 export function joinGrants(grants: readonly GrantRef[], catalog: CharacterLookup): CollectedCharacter[] {
   const out: CollectedCharacter[] = [];
