@@ -25,8 +25,15 @@ export class BrokerProxies {
   readonly #restoreTimers = new Map<string, { timer: NodeJS.Timeout; at: number }>();
   #closing: Promise<void> | undefined;
 
-  /** `rabbitmqUrl`: RABBITMQ_URL; the first node is proxied. */
-  constructor(rabbitmqUrl: string) {
+  readonly #reserved: ReadonlySet<number>;
+
+  /**
+   * `rabbitmqUrl`: RABBITMQ_URL; the first node is proxied. `reserved`: the
+   * stack's own ports, which a proxy must not take (with --port-offset they can
+   * fall in the range the OS hands out for port 0).
+   */
+  constructor(rabbitmqUrl: string, reserved: Iterable<number> = []) {
+    this.#reserved = new Set(reserved);
     const { url, hosts } = parseAmqpUrls(rabbitmqUrl);
     this.#brokerUrl = new URL(url);
     const [host, port] = splitHostPort(hosts[0]!);
@@ -41,7 +48,17 @@ export class BrokerProxies {
   /** Starts the proxy for `id` and returns the RABBITMQ_URL its child uses. */
   async add(id: string): Promise<string> {
     if (!this.enabled) return this.#brokerUrl.toString();
-    const proxy = await new TcpProxy(this.#target.host, this.#target.port).start(0, '127.0.0.1');
+    let proxy = await new TcpProxy(this.#target.host, this.#target.port).start(0, '127.0.0.1');
+    for (let attempt = 0; this.#reserved.has(proxy.port); attempt++) {
+      // Held while asking again, so the OS cannot hand the same port back.
+      const taken = proxy;
+      if (attempt >= 20) {
+        await taken.close();
+        throw new Error(`no free port for ${id}'s broker proxy outside the stack's ports`);
+      }
+      proxy = await new TcpProxy(this.#target.host, this.#target.port).start(0, '127.0.0.1');
+      await taken.close();
+    }
     this.#proxies.set(id, proxy);
     return proxy.urlThrough(this.#brokerUrl.toString());
   }

@@ -11,7 +11,7 @@ import type { BrokerLinkView } from './broker-proxy.ts';
 import { BusMonitor } from './bus-monitor.ts';
 import { CeleryClient } from './celery-client.ts';
 import type { StackConfig, StackOptions, StackProcessSpec } from './config.ts';
-import { checkPortsFree, loadStackConfig, processUrls } from './config.ts';
+import { checkPortsFree, listPorts, loadStackConfig, processUrls } from './config.ts';
 import type { ActivityLine } from './dashboard-server.ts';
 import { DashboardServer } from './dashboard-server.ts';
 import type { Decision, ProbeView, ReplicaView } from './monitor.ts';
@@ -149,7 +149,10 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     };
 
     // ------------------------------------------------------------ children
-    const proxies = new BrokerProxies(config.common.rabbitmqUrl);
+    const proxies = new BrokerProxies(
+      config.common.rabbitmqUrl,
+      listPorts(config).map(([, port]) => port),
+    );
     closers.unshift(['broker proxies', () => proxies.close()]);
     const specs: ChildSpec[] = [];
     for (const p of config.processes) {

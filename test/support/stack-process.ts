@@ -25,10 +25,15 @@ export interface StackProcess {
   cleanup(): Promise<void>;
 }
 
-/** A port offset at which every port of the stack is free (never 0: a user's stack may run). */
+/**
+ * A port offset at which every port of the stack is free (never 0: a user's
+ * stack may run). Every port stays below 32768, where Linux's ephemeral range
+ * (32768-60999) starts: a port handed out for an outgoing connection or a
+ * port-0 listener could otherwise take one the stack is about to bind.
+ */
 async function freeOffset(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const offset = 20_000 + Math.floor(Math.random() * 2000) * 10;
+    const offset = 10_000 + Math.floor(Math.random() * 1300) * 10;
     const config = loadStackConfig({}, { portOffset: offset });
     let free = true;
     for (const [, port] of listPorts(config)) {
