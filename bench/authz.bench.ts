@@ -15,6 +15,11 @@
 //    the CPU each party used (server, Redis, load generator) is read around
 //    every slice: per request, it is what the shared machine's noise moves
 //    least.
+//    Then HTTP again with Redis shared, as the seed's was: another client
+//    (redis-benchmark, BUSY_CLIENTS connections, each looping a Lua script
+//    that spins about half a millisecond) keeps Redis's single thread busy,
+//    so every command waits its turn, as in the seed's 1,100 requests/s
+//    queue. Redis's core is then taken, so every target has less CPU.
 // 2. Propagation with 1 auth + K ext-authz (replica mode), two ways per
 //    logout, alternating. Polled: log in, check allowed on every instance,
 //    log out and at once poll every instance (one keep-alive connection
@@ -38,7 +43,7 @@
 import * as grpc from '@grpc/grpc-js';
 // @ts-expect-error autocannon ships no types (and @types/autocannon is not installed): typed below
 import autocannonUntyped from 'autocannon';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -80,6 +85,10 @@ const CONNECTIONS = Number(process.env.BENCH_AUTHZ_CONNECTIONS ?? 64);
 /** Seconds per slice of load; ROUNDS slices per target. */
 const SLICE_S = Number(process.env.BENCH_AUTHZ_SLICE_S ?? 2);
 const WARMUP_S = 1;
+/** Connections of the other Redis client in the shared-Redis round. */
+const BUSY_CLIENTS = Number(process.env.BENCH_AUTHZ_BUSY_CLIENTS ?? 4);
+/** About half a millisecond of Lua per call on this class of machine. */
+const BUSY_SCRIPT = 'local x = 0 for i = 1, 40000 do x = x + i end return x';
 const ROUNDS = Number(process.env.BENCH_AUTHZ_ROUNDS ?? 5);
 /** Time-to-ready rounds (each spawns a replica that loads READY_KEYS). */
 const READY_ROUNDS = Number(process.env.BENCH_AUTHZ_READY_ROUNDS ?? 2);
@@ -829,6 +838,44 @@ interface Tokens {
   revoked: IssuedToken;
 }
 
+/**
+ * Another client of the same Redis, looping a slow script until killed: what a
+ * Redis shared with other services looks like from the check's side. Undefined
+ * when redis-benchmark (Debian's redis-tools) is not installed.
+ */
+function busyRedis(): ChildProcess | undefined {
+  if (spawnSync('redis-benchmark', ['--version'], { stdio: 'ignore' }).error) return undefined;
+  const url = new URL(REDIS_URL);
+  const child = spawn(
+    'redis-benchmark',
+    [
+      ...['-h', url.hostname, '-p', url.port || '6379', '-c', String(BUSY_CLIENTS)],
+      ...['-n', '1000000000', '-l', '-q', 'EVAL', BUSY_SCRIPT, '0'],
+    ],
+    { stdio: 'ignore' },
+  );
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+/** Median latency of EXISTS on a fresh connection, in ms: how long a check waits in Redis's queue. */
+async function existsLatencyMs(samples = 200): Promise<number> {
+  const client: RedisClient = createClient({ url: REDIS_URL });
+  await client.connect();
+  try {
+    const out: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      const t = nowNs();
+      await client.exists('blacklist:probe');
+      out.push(Number(nowNs() - t) / 1e6);
+    }
+    return percentile(out, 50);
+  } finally {
+    await client.close();
+  }
+}
+
 async function throughputPhase(redis: RedisClient, fleet: Fleet, tokens: Tokens): Promise<Row[]> {
   const { allowed, revoked } = tokens;
   const ceilingPorts = { PORT: String(await freePort()), GRPC_PORT: String(await freePort()) };
@@ -875,10 +922,49 @@ async function throughputPhase(redis: RedisClient, fleet: Fleet, tokens: Tokens)
     await assertLivePath(replica);
     printLoads(`HTTP, autocannon, ${CONNECTIONS} connections`, http);
     printLoads(`gRPC, grpc-js client, ${CONNECTIONS} calls in flight`, grpcLoads);
-    return [
+    const rows = [
       ...loadRows('HTTP', http, 'do-nothing node:http server'),
       ...loadRows('gRPC', grpcLoads, 'do-nothing grpc-js Check server'),
     ];
+
+    const idleExistsMs = await existsLatencyMs();
+    const busy = busyRedis();
+    if (!busy) {
+      console.log('redis-benchmark is not installed: no shared-Redis round');
+      return rows;
+    }
+    try {
+      await sleepMs(500);
+      const busyExistsMs = await existsLatencyMs();
+      const shared = await loadAll('HTTP, Redis shared', targets, redis, (t) => httpDriver(t, allowed.token));
+      printLoads(`HTTP with Redis kept busy by ${BUSY_CLIENTS} other connections`, shared);
+      const us = (l: Load): number => 1e6 / l.reqPerS;
+      const { replica: r, redis: d, ceiling: c } = shared;
+      rows.push(
+        row(
+          `HTTP check, Redis shared with a busy client: time per request (1 / throughput), replica mode`,
+          us(r),
+          'µs',
+          {
+            baseline: { label: 'redis mode (EXISTS per check)', value: us(d) },
+            ceiling: { label: 'do-nothing node:http server', value: us(c) },
+            headline: `ext-authz HTTP check, Redis shared with a busy client: time per request`,
+            note:
+              `req/s: replica ${fmt(r.reqPerS)}, redis ${fmt(d.reqPerS)}, ceiling ${fmt(c.reqPerS)}` +
+              (d.failures > 0 ? `; redis mode refused or failed ${d.failures} valid requests` : '') +
+              `; an EXISTS on its own took p50 ${fmt(busyExistsMs)} ms (${fmt(idleExistsMs)} ms with Redis idle)`,
+          },
+        ),
+        row(`HTTP check, Redis shared with a busy client: p99 latency, replica mode`, r.p99, 'ms', {
+          baseline: { label: 'redis mode', value: d.p99 },
+          ceiling: { label: 'do-nothing node:http server', value: c.p99 },
+          note: `p50: replica ${fmt(r.p50)} ms, redis ${fmt(d.p50)} ms, ceiling ${fmt(c.p50)} ms`,
+        }),
+      );
+      return rows;
+    } finally {
+      busy.kill('SIGKILL');
+    }
   } finally {
     await fleet.stopAll();
     await stopChild(ceiling);
@@ -1051,6 +1137,7 @@ async function main(): Promise<void> {
   printRows('ext-authz', rows);
   writeResult('authz', rows, [
     `Throughput: ${REVOKED + 1} revoked jtis in Redis DB 3; one allowed HS256 token on every request (the verifier's cache makes its signature check a Map hit, alike in both modes); ${CONNECTIONS} connections (HTTP: autocannon, pipelining 1) or ${CONNECTIONS} calls in flight on one grpc-js channel; ${WARMUP_S} s warm-up per target, then ${ROUNDS} rounds of a ${SLICE_S} s slice per target, the order rotating, each target's slices pooled (latencies are every allowed answer's, sub-millisecond). CPU per request: the server process (/proc), Redis (INFO cpu) and this process (the load generator), over the measured slices only.`,
+    `Redis shared: redis-benchmark keeps ${BUSY_CLIENTS} connections looping a Lua script of ~0.5 ms (a busy Redis shared with other services, as in seed 001), then the same HTTP rounds. Redis's single thread serves the checks' EXISTS between the scripts; its core is taken, so every target, the ceiling included, has less CPU than in the idle rounds.`,
     'Every server is a child process (`cachecast serve ext-authz` run from src/ through tsx, LOG_LEVEL=warn); the load generator runs in the bench process and Redis on the same 2-core machine, so the three compete for CPU: the ceiling (a do-nothing server answering the same bytes) shows what the machine and the load generator allow.',
     `Propagation: 1 auth + K ext-authz child processes (replica mode) on RabbitMQ; per logout (${LOGOUTS}, after ${LOGOUT_WARMUP} warm-up): log in, check allowed on each instance, POST /logout and at once poll every instance (${POLL_GAP_MS > 0 ? `a check every ${POLL_GAP_MS} ms` : 'back-to-back checks'} on one keep-alive connection each) until it answers 401 token_revoked; the figure is logout sent -> the last instance refusing.`,
     `Time to ready: ${READY_KEYS} blacklist:<uuid> keys with EX 600-3600 s; spawn -> /readyz 200 polled every ${READY_POLL_MS} ms; best of ${READY_ROUNDS}, interleaved with the bare SCANs (COUNT ${SCAN_COUNTS.join(' and ')}).`,
