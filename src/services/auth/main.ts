@@ -6,8 +6,9 @@ import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../observe/logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
-import type { RunningService, ServiceStarter } from '../service.ts';
-import { closeInOrder } from '../shutdown.ts';
+import type { ServiceStarter } from '../service.ts';
+import type { Closers } from '../shutdown.ts';
+import { openService } from '../shutdown.ts';
 import { buildAuthApp } from './app.ts';
 import { Revocations } from './revocations.ts';
 
@@ -27,8 +28,8 @@ export const startAuth: ServiceStarter = async (env) => {
       'AUTH_LOGIN is enabled: anyone can get a token for any user_id; set AUTH_LOGIN=disabled when tokens come from your identity provider',
     );
   }
-  const closers: Array<[string, () => Promise<void>]> = [];
-  try {
+  const closers: Closers = [];
+  return openService(closers, logger, async () => {
     const redis = connectRedis(config.redisUrl, logger, 'cachecast-auth');
     closers.unshift(['redis', () => redis.close()]);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
@@ -73,16 +74,14 @@ export const startAuth: ServiceStarter = async (env) => {
     listening = true;
     const bound = (app.server.address() as { port: number }).port;
     logger.info({ port: bound, adminPort: boundAdmin, login }, 'auth service ready');
-    const service: RunningService = {
-      name: 'auth',
-      endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
-      close: closeInOrder(closers, logger, () => {
+    return {
+      service: {
+        name: 'auth',
+        endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
+      },
+      onClose: () => {
         listening = false;
-      }),
+      },
     };
-    return service;
-  } catch (err) {
-    await closeInOrder(closers, logger)();
-    throw err;
-  }
+  });
 };

@@ -16,8 +16,9 @@ import { registerOutboxMetrics } from '../../outbox/metrics.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
-import type { RunningService, ServiceStarter } from '../service.ts';
-import { closeInOrder } from '../shutdown.ts';
+import type { ServiceStarter } from '../service.ts';
+import type { Closers } from '../shutdown.ts';
+import { openService } from '../shutdown.ts';
 import { buildCatalogApp } from './app.ts';
 import { GrantsWriter } from './grants-writer.ts';
 import { UserCollections } from './user-collections.ts';
@@ -38,8 +39,8 @@ export const startCatalog: ServiceStarter = async (env) => {
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
-  const closers: Array<[string, () => Promise<void>]> = [['database pool', () => pool.end()]];
-  try {
+  const closers: Closers = [['database pool', () => pool.end()]];
+  return openService(closers, logger, async () => {
     await migrate(pool);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
     closers.unshift(['bus', () => bus.close()]);
@@ -108,16 +109,14 @@ export const startCatalog: ServiceStarter = async (env) => {
       { port: bound, adminPort: boundAdmin, alerts: cacheConfig.slackWebhookUrl ? 'slack' : 'log' },
       'catalog service ready',
     );
-    const service: RunningService = {
-      name: 'catalog',
-      endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
-      close: closeInOrder(closers, logger, () => {
+    return {
+      service: {
+        name: 'catalog',
+        endpoints: { http: `http://${host}:${bound}`, admin: `http://${host}:${boundAdmin}` },
+      },
+      onClose: () => {
         listening = false;
-      }),
+      },
     };
-    return service;
-  } catch (err) {
-    await closeInOrder(closers, logger)();
-    throw err;
-  }
+  });
 };

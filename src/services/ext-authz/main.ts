@@ -7,8 +7,9 @@ import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
 import { blacklistReplica } from '../blacklist-replica.ts';
-import type { RunningService, ServiceStarter } from '../service.ts';
-import { closeInOrder } from '../shutdown.ts';
+import type { ServiceStarter } from '../service.ts';
+import type { Closers } from '../shutdown.ts';
+import { openService } from '../shutdown.ts';
 import { Authorizer } from './authorizer.ts';
 import { loadExtAuthzConfig } from './config.ts';
 import { DecisionLog } from './decision.ts';
@@ -27,8 +28,8 @@ export const startExtAuthz: ServiceStarter = async (env) => {
   const own = loadExtAuthzConfig(env);
   const logger = createLogger({ level: config.logLevel, name: 'ext-authz' });
   const { verifier } = jwtFromEnv(env, logger);
-  const closers: Array<[string, () => Promise<void>]> = [];
-  try {
+  const closers: Closers = [];
+  return openService(closers, logger, async () => {
     const redis = connectRedis(config.redisUrl, logger, 'cachecast-ext-authz');
     closers.unshift(['redis', () => redis.close()]);
     closers.unshift(['verifier', () => verifier.close()]);
@@ -86,20 +87,18 @@ export const startExtAuthz: ServiceStarter = async (env) => {
     const grpcPort = await bindGrpc(grpc, own.host, own.grpcPort);
     listening = true;
     logger.info({ port, grpcPort, adminPort, blacklist: own.blacklist }, 'ext-authz ready');
-    const service: RunningService = {
-      name: 'ext-authz',
-      endpoints: {
-        http: `http://${own.host}:${port}`,
-        grpc: `${own.host}:${grpcPort}`,
-        admin: `http://${own.host}:${adminPort}`,
+    return {
+      service: {
+        name: 'ext-authz',
+        endpoints: {
+          http: `http://${own.host}:${port}`,
+          grpc: `${own.host}:${grpcPort}`,
+          admin: `http://${own.host}:${adminPort}`,
+        },
       },
-      close: closeInOrder(closers, logger, () => {
+      onClose: () => {
         listening = false;
-      }),
+      },
     };
-    return service;
-  } catch (err) {
-    await closeInOrder(closers, logger)();
-    throw err;
-  }
+  });
 };

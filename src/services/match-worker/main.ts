@@ -12,7 +12,8 @@ import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
 import type { RunningService, ServiceStarter } from '../service.ts';
-import { closeInOrder } from '../shutdown.ts';
+import type { Closers } from '../shutdown.ts';
+import { openService } from '../shutdown.ts';
 import { MatchWorker } from './worker.ts';
 
 /** The environment the match worker reads (CONTRACT.md), validated. */
@@ -64,9 +65,9 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 4 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
   // Closed last first: stop consuming and finish tasks, then the replica, bus, Redis, pool, admin.
-  const closers: Array<[string, () => Promise<void>]> = [['database pool', () => pool.end()]];
+  const closers: Closers = [['database pool', () => pool.end()]];
   let closing = false;
-  try {
+  return openService(closers, logger, async () => {
     await migrate(pool);
     // No offline queue: while Redis is away a result write fails at once and
     // the task is requeued, instead of piling up in memory.
@@ -118,20 +119,19 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       'match worker started; consuming once the catalog replica has synced',
     );
     return {
-      name: 'match-worker',
-      endpoints: { admin: `http://${own.host}:${boundAdmin}` },
-      worker,
-      replica,
-      admin,
-      consuming,
-      close: closeInOrder(closers, logger, () => {
+      service: {
+        name: 'match-worker',
+        endpoints: { admin: `http://${own.host}:${boundAdmin}` },
+        worker,
+        replica,
+        admin,
+        consuming,
+      },
+      onClose: () => {
         closing = true;
-      }),
+      },
     };
-  } catch (err) {
-    await closeInOrder(closers, logger)();
-    throw err;
-  }
+  });
 }
 
 /** `cachecast serve match-worker` (wired by the CLI). */
