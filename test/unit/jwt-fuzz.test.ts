@@ -1,31 +1,17 @@
 import assert from 'node:assert/strict';
-import type { KeyObject } from 'node:crypto';
-import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { createIssuer } from '../../src/auth/jwt/issuer.ts';
 import type { TokenVerifier, VerifyResult } from '../../src/auth/jwt/verifier.ts';
-import { createVerifier, extractBearer } from '../../src/auth/jwt/verifier.ts';
+import { createVerifier, extractBearer, VERIFY_REASONS } from '../../src/auth/jwt/verifier.ts';
 import { FakeClock } from '../support/fake-clock.ts';
+import { b64, keyPair, signAsym, signHs256 } from '../support/jwt-sign.ts';
 
 // Fixed by default so a failure reproduces; JWT_FUZZ_SEED explores other sequences.
 const SEED = Number(process.env.JWT_FUZZ_SEED ?? 0x5eed_2026);
 const SECRET = 'fuzz-secret-that-is-long-enough-0123456789';
 const ISS = 'cachecast';
 const AUD = 'cachecast';
-const REASONS = new Set([
-  'too_large',
-  'malformed',
-  'alg_not_allowed',
-  'unknown_key',
-  'bad_signature',
-  'missing_claim',
-  'invalid_claim',
-  'wrong_issuer',
-  'wrong_audience',
-  'not_yet_valid',
-  'issued_in_future',
-  'expired',
-]);
+const REASONS = new Set<string>(VERIFY_REASONS);
 const REQUIRED = ['sub', 'jti', 'exp', 'iat', 'iss', 'aud'] as const;
 
 /** mulberry32: small, fast, and the same sequence on every platform. */
@@ -80,13 +66,8 @@ function randomString(g: Gen, maxLength: number): string {
   return s;
 }
 
-const b64 = (value: string | Buffer): string =>
-  (typeof value === 'string' ? Buffer.from(value) : value).toString('base64url');
-
-function hs256Raw(headerJson: string, payloadJson: string): string {
-  const input = `${b64(headerJson)}.${b64(payloadJson)}`;
-  return `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
-}
+const hs256Raw = (headerJson: string, payloadJson: string): string =>
+  signHs256(headerJson, payloadJson, SECRET);
 
 /** JSON text of an awkward value: huge numbers, deep nesting, unicode, __proto__ keys. */
 function weirdJson(g: Gen, depth = 0): string {
@@ -364,28 +345,6 @@ function signedVariant(g: Gen, nowS: number): { token: string; expectOk: boolean
   }
 }
 
-function keyPair(kind: 'rsa' | 'ec' | 'ed25519', kid: string) {
-  const pair =
-    kind === 'rsa'
-      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-      : kind === 'ec'
-        ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
-        : generateKeyPairSync('ed25519');
-  return { ...pair, jwk: { ...pair.publicKey.export({ format: 'jwk' }), kid } };
-}
-
-function signAsym(alg: 'RS256' | 'ES256' | 'EdDSA', kid: string, payload: object, key: KeyObject): string {
-  const input = `${b64(JSON.stringify({ alg, kid, typ: 'JWT' }))}.${b64(JSON.stringify(payload))}`;
-  const data = Buffer.from(input);
-  const signature =
-    alg === 'EdDSA'
-      ? sign(null, data, key)
-      : alg === 'ES256'
-        ? sign('sha256', data, { key, dsaEncoding: 'ieee-p1363' })
-        : sign('sha256', data, key);
-  return `${input}.${b64(signature)}`;
-}
-
 describe('jwt fuzz', () => {
   const clock = new FakeClock();
   const nowS = clock.now() / 1000;
@@ -447,9 +406,9 @@ describe('jwt fuzz', () => {
     const payload = { iss: ISS, aud: AUD, sub: 'user-1', jti: 'j-1', iat: nowS, exp: nowS + 900 };
     const tokens = [
       hsToken,
-      signAsym('RS256', 'r', payload, rsa.privateKey),
-      signAsym('ES256', 'e', payload, ec.privateKey),
-      signAsym('EdDSA', 'd', payload, ed.privateKey),
+      signAsym('RS256', { kid: 'r', typ: 'JWT' }, payload, rsa.privateKey),
+      signAsym('ES256', { kid: 'e', typ: 'JWT' }, payload, ec.privateKey),
+      signAsym('EdDSA', { kid: 'd', typ: 'JWT' }, payload, ed.privateKey),
     ];
     const h: Harness = {
       verifier: createVerifier({

@@ -17,19 +17,21 @@ export type { BearerResult } from './bearer.ts';
 export type TokenFailure = 'invalid_token' | 'token_expired';
 
 /** Why a token was refused, for metrics and logs (never sent to clients: they get TokenFailure). */
-export type VerifyReason =
-  | 'too_large'
-  | 'malformed'
-  | 'alg_not_allowed'
-  | 'unknown_key'
-  | 'bad_signature'
-  | 'missing_claim'
-  | 'invalid_claim'
-  | 'wrong_issuer'
-  | 'wrong_audience'
-  | 'not_yet_valid'
-  | 'issued_in_future'
-  | 'expired';
+export const VERIFY_REASONS = [
+  'too_large',
+  'malformed',
+  'alg_not_allowed',
+  'unknown_key',
+  'bad_signature',
+  'missing_claim',
+  'invalid_claim',
+  'wrong_issuer',
+  'wrong_audience',
+  'not_yet_valid',
+  'issued_in_future',
+  'expired',
+] as const;
+export type VerifyReason = (typeof VERIFY_REASONS)[number];
 
 export interface VerifiedClaims {
   sub: string;
@@ -60,22 +62,7 @@ type Failure = Extract<VerifyResult, { ok: false }>;
 
 // One frozen result per reason: refusing a token allocates nothing.
 const FAILURES = Object.fromEntries(
-  (
-    [
-      'too_large',
-      'malformed',
-      'alg_not_allowed',
-      'unknown_key',
-      'bad_signature',
-      'missing_claim',
-      'invalid_claim',
-      'wrong_issuer',
-      'wrong_audience',
-      'not_yet_valid',
-      'issued_in_future',
-      'expired',
-    ] as const
-  ).map((reason) => [
+  VERIFY_REASONS.map((reason) => [
     reason,
     Object.freeze({ ok: false, error: reason === 'expired' ? 'token_expired' : 'invalid_token', reason }),
   ]),
