@@ -1,8 +1,6 @@
-import { createHmac, generateKeyPairSync, randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { TEST_JWT_SECRET } from './authz-fleet.ts';
-
-const b64 = (value: unknown): string =>
-  Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
+import { part, signHs256 } from './jwt-sign.ts';
 
 /** Signs any header and claims with HMAC-SHA256: tests build exactly the token they need. */
 export function hs256(
@@ -10,8 +8,7 @@ export function hs256(
   secret: string | Buffer = TEST_JWT_SECRET,
   header: Record<string, unknown> = { alg: 'HS256', typ: 'JWT' },
 ): string {
-  const input = `${b64(header)}.${b64(claims)}`;
-  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+  return signHs256(header, claims, secret);
 }
 
 /** Valid claims for the test issuer, now; override any. */
@@ -46,10 +43,10 @@ export function badTokens(): Array<{ name: string; token: string; error: string 
     { name: 'wrong issuer', token: hs256(claims({ iss: 'evil' })), error: 'invalid_token' },
     { name: 'wrong audience', token: hs256(claims({ aud: 'other' })), error: 'invalid_token' },
     { name: 'no jti', token: hs256(claims({ jti: undefined })), error: 'invalid_token' },
-    { name: 'alg none', token: `${b64({ alg: 'none', typ: 'JWT' })}.${p}.`, error: 'invalid_token' },
+    { name: 'alg none', token: `${part({ alg: 'none', typ: 'JWT' })}.${p}.`, error: 'invalid_token' },
     {
       name: 'alg none with signature',
-      token: `${b64({ alg: 'none' })}.${p}.${valid.split('.')[2]}`,
+      token: `${part({ alg: 'none' })}.${p}.${valid.split('.')[2]}`,
       error: 'invalid_token',
     },
     {
@@ -59,7 +56,7 @@ export function badTokens(): Array<{ name: string; token: string; error: string 
     },
     {
       name: 'RS256 header on an HMAC token',
-      token: `${b64({ alg: 'RS256' })}.${p}.${valid.split('.')[2]}`,
+      token: `${part({ alg: 'RS256' })}.${p}.${valid.split('.')[2]}`,
       error: 'invalid_token',
     },
     { name: 'oversized', token: hs256(claims({ pad: 'x'.repeat(9000) })), error: 'invalid_token' },

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import type { JsonWebKey, KeyObject } from 'node:crypto';
+import type { JsonWebKey } from 'node:crypto';
 import { createHmac, generateKeyPairSync, sign } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +10,7 @@ import type { TokenVerifier, VerifierOptions, VerifyResult } from '../../src/aut
 import { createVerifier, extractBearer } from '../../src/auth/jwt/verifier.ts';
 import { isCachecastError } from '../../src/errors.ts';
 import { FakeClock } from '../support/fake-clock.ts';
+import { b64, keyPair, part, signAsym, signHs256 } from '../support/jwt-sign.ts';
 import { waitFor } from '../support/wait.ts';
 
 const SECRET = 'test-secret-that-is-long-enough-0123456789';
@@ -20,40 +21,9 @@ const SKEW = 30;
 
 type Json = Record<string, unknown>;
 
-const b64 = (value: string | Buffer): string =>
-  (typeof value === 'string' ? Buffer.from(value) : value).toString('base64url');
-const part = (value: unknown): string => b64(JSON.stringify(value));
-
 /** HS256 over header and payload given as objects or raw JSON text. */
-function hs256(header: unknown, payload: unknown, secret: string | Buffer = SECRET): string {
-  const input = `${typeof header === 'string' ? b64(header) : part(header)}.${
-    typeof payload === 'string' ? b64(payload) : part(payload)
-  }`;
-  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
-}
-
-function signAsym(alg: 'RS256' | 'ES256' | 'EdDSA', header: Json, payload: unknown, key: KeyObject): string {
-  const input = `${part({ alg, ...header })}.${part(payload)}`;
-  const data = Buffer.from(input);
-  const signature =
-    alg === 'EdDSA'
-      ? sign(null, data, key)
-      : alg === 'ES256'
-        ? sign('sha256', data, { key, dsaEncoding: 'ieee-p1363' })
-        : sign('sha256', data, key);
-  return `${input}.${b64(signature)}`;
-}
-
-function keyPair(kind: 'rsa' | 'ec' | 'ed25519', kid?: string) {
-  const { publicKey, privateKey } =
-    kind === 'rsa'
-      ? generateKeyPairSync('rsa', { modulusLength: 2048 })
-      : kind === 'ec'
-        ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
-        : generateKeyPairSync('ed25519');
-  const jwk: JsonWebKey = { ...publicKey.export({ format: 'jwk' }), ...(kid ? { kid } : {}) };
-  return { publicKey, privateKey, jwk };
-}
+const hs256 = (header: unknown, payload: unknown, secret: string | Buffer = SECRET): string =>
+  signHs256(header, payload, secret);
 
 const RSA = keyPair('rsa', 'rsa-1');
 const EC = keyPair('ec', 'ec-1');
