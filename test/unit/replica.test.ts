@@ -34,6 +34,32 @@ function catalog(overrides: Partial<ReplicatedCacheOptions<Character>> = {}) {
   return { broker, bus, publisher, source, clock, replica };
 }
 
+/** A blacklist replica (TTL entries, commutative) on a memory bus; `revoke` publishes a logout. */
+function blacklist(
+  source: SnapshotSource<number> = new MemorySource<number>(),
+  overrides: Partial<ReplicatedCacheOptions<number>> = {},
+) {
+  const { bus, publisher } = memoryPair();
+  const clock = new FakeClock();
+  const replica = new ReplicatedCache<number>({
+    dataset: blacklistDataset,
+    bus,
+    source,
+    clock,
+    versionCheckIntervalMs: 0,
+    ...overrides,
+  });
+  open.push(replica as ReplicatedCache<unknown>);
+  const revoke = (jti: string, version: number, expiresInS = 600) =>
+    publishEvent(
+      publisher,
+      BLACKLIST_TOPIC,
+      { type: 'blacklist_added', jti, expire_at: clock.now() / 1000 + expiresInS },
+      { version },
+    );
+  return { replica, clock, revoke };
+}
+
 /** An upsert event as cachecast publishers send it. */
 function upsert(publisher: Bus, c: Character, version: number): Promise<void> {
   return publishEvent(publisher, CATALOG_TOPIC, { type: 'upsert', character: c }, { version });
@@ -375,27 +401,6 @@ describe('ReplicatedCache: events out of order', () => {
     assert.equal(replica.stats().resyncs, 1, 'no resync for a reordering');
   });
 
-  function blacklist(source: SnapshotSource<number>) {
-    const { bus, publisher } = memoryPair();
-    const clock = new FakeClock();
-    const replica = new ReplicatedCache<number>({
-      dataset: blacklistDataset,
-      bus,
-      source,
-      clock,
-      versionCheckIntervalMs: 0,
-    });
-    open.push(replica as ReplicatedCache<unknown>);
-    const revoke = (jti: string, version: number) =>
-      publishEvent(
-        publisher,
-        BLACKLIST_TOPIC,
-        { type: 'blacklist_added', jti, expire_at: clock.now() / 1000 + 600 },
-        { version },
-      );
-    return { replica, clock, revoke };
-  }
-
   it('applies a commutative change past a gap at once, and only the version waits', async () => {
     const { replica, revoke } = blacklist(new MemorySource<number>());
     await replica.start();
@@ -453,27 +458,11 @@ describe('ReplicatedCache: events out of order', () => {
 
 describe('ReplicatedCache: TTL entries', () => {
   it('never returns an expired entry and sweeps it out of memory', async () => {
-    const { bus, publisher } = memoryPair();
-    const clock = new FakeClock();
     const source = new MemorySource<number>();
-    const nowS = clock.now() / 1000;
-    source.set('old', toBlacklistValue(nowS + 10));
-    const replica = new ReplicatedCache<number>({
-      dataset: blacklistDataset,
-      bus,
-      source,
-      clock,
-      versionCheckIntervalMs: 0,
-      sweepIntervalMs: 1000,
-    });
-    open.push(replica as ReplicatedCache<unknown>);
+    const { replica, clock, revoke } = blacklist(source, { sweepIntervalMs: 1000 });
+    source.set('old', toBlacklistValue(clock.now() / 1000 + 10));
     await replica.start();
-    await publishEvent(
-      publisher,
-      BLACKLIST_TOPIC,
-      { type: 'blacklist_added', jti: 'new', expire_at: nowS + 60 },
-      { version: 2 },
-    );
+    await revoke('new', 2, 60);
     await settle();
     assert.equal(replica.has('old'), true);
     assert.equal(replica.has('new'), true);
@@ -487,19 +476,10 @@ describe('ReplicatedCache: TTL entries', () => {
   });
 
   it('skips entries already expired in a snapshot', async () => {
-    const { bus } = memoryPair();
-    const clock = new FakeClock();
     const source = new MemorySource<number>();
+    const { replica, clock } = blacklist(source);
     source.set('gone', toBlacklistValue(clock.now() / 1000 - 1));
     source.set('live', toBlacklistValue(clock.now() / 1000 + 100));
-    const replica = new ReplicatedCache<number>({
-      dataset: blacklistDataset,
-      bus,
-      source,
-      clock,
-      versionCheckIntervalMs: 0,
-    });
-    open.push(replica as ReplicatedCache<unknown>);
     await replica.start();
     assert.equal(replica.size, 1);
   });
