@@ -4,6 +4,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 import type { ReplicatedCache } from '../replica/replicated-cache.ts';
 import { listen } from '../http/listen.ts';
+import { sendJson as send } from '../http/send-json.ts';
 
 export type AdminRoute = () => unknown;
 
@@ -92,10 +93,4 @@ export class AdminServer {
     });
     return this.#closing;
   }
-}
-
-function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
-  res.end(text);
 }

@@ -5,6 +5,7 @@ import { describeError } from '../errors.ts';
 import type { StackActions } from './actions.ts';
 import { ActionError } from './actions.ts';
 import { listen } from '../http/listen.ts';
+import { sendJson } from '../http/send-json.ts';
 
 /** A line of the stack's activity log (lifecycle, faults, action results). */
 export interface ActivityLine {
@@ -223,14 +224,9 @@ export class DashboardServer {
   }
 }
 
+/** Live state: never cached by the browser. */
 function send(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
-  });
-  res.end(text);
+  sendJson(res, status, body, { 'cache-control': 'no-store' });
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
