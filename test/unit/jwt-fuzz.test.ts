@@ -374,19 +374,9 @@ describe('jwt fuzz', () => {
     }
     assert.ok(h.calls >= 24_000);
     assert.ok(accepted > 200, `harmless extras were accepted ${accepted} times`);
-    // The mutations reach deep into the verifier, not just its first check.
-    for (const reason of [
-      'malformed',
-      'alg_not_allowed',
-      'bad_signature',
-      'missing_claim',
-      'invalid_claim',
-      'wrong_issuer',
-      'wrong_audience',
-      'not_yet_valid',
-      'issued_in_future',
-      'expired',
-    ]) {
+    // The mutations reach deep into the verifier, not just its first check: every reason but
+    // the two they are not built to reach (tokens over 8 KiB, unknown key ids).
+    for (const reason of VERIFY_REASONS.filter((r) => r !== 'too_large' && r !== 'unknown_key')) {
       assert.ok((h.reasons.get(reason) ?? 0) > 0, `no mutation was refused as ${reason}`);
     }
   });
