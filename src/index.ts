@@ -38,7 +38,7 @@ export {
   toBlacklistValue,
 } from './datasets/blacklist.ts';
 
-export type { SnapshotSource } from './sources/source.ts';
+export type { SnapshotSource } from './replica/source.ts';
 export { MemorySource } from './sources/memory-source.ts';
 export { PostgresSource } from './sources/postgres-source.ts';
 export type { PostgresSourceOptions } from './sources/postgres-source.ts';
@@ -56,8 +56,8 @@ export { withTransaction } from './db/transaction.ts';
 export { AdminServer } from './observe/admin-server.ts';
 export type { AdminServerOptions } from './observe/admin-server.ts';
 export { createMetricsRegistry } from './observe/metrics.ts';
-export { createLogger, silentLogger } from './observe/logger.ts';
-export type { Logger, LogLevel } from './observe/logger.ts';
+export { createLogger, silentLogger } from './logger.ts';
+export type { Logger, LogLevel } from './logger.ts';
 export { loadCommonConfig } from './config/env.ts';
 export type { CommonConfig } from './config/env.ts';
 

@@ -1,8 +1,8 @@
 import { Connection } from 'rabbitmq-client';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
 import { CachecastError, describeError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
-import { silentLogger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
 import { parseAmqpUrls } from './amqp-url.ts';
 import type {

@@ -1,5 +1,5 @@
 import { CachecastError, describeError, isCachecastError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 import type { AlertStats } from './alerts.ts';
 import { CacheAlerts } from './alerts.ts';
 import { BackgroundTasks } from './background.ts';

@@ -1,7 +1,7 @@
 import { createClient } from 'redis';
 import { CachecastError, describeError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
-import { silentLogger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
 import { classifyRedisError } from './redis-errors.ts';
 

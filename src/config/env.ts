@@ -1,5 +1,5 @@
 import { CachecastError } from '../errors.ts';
-import type { LogLevel } from '../observe/logger.ts';
+import type { LogLevel } from '../logger.ts';
 import { parseAmqpUrls } from '../bus/amqp-url.ts';
 import { redactUrl } from '../util/redact.ts';
 

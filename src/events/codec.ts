@@ -1,5 +1,4 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { BusMessage } from '../bus/bus.ts';
 import { CachecastError } from '../errors.ts';
 import type { EventEnvelope } from './event.ts';
 
@@ -25,6 +24,13 @@ export function encodeEvent(
   return { body, headers: secret ? { [SIGNATURE_HEADER]: sign(body, secret) } : {} };
 }
 
+/** What the codec reads of a delivered message (the bus's BusMessage has this shape). */
+export interface EventMessage {
+  readonly body: Buffer;
+  readonly headers: Readonly<Record<string, unknown>>;
+  readonly contentType: string | undefined;
+}
+
 /** A parsed event: its type and envelope checked, the payload still raw. */
 export interface ParsedEvent extends EventEnvelope {
   type: string;
@@ -40,7 +46,7 @@ export interface DecodeOptions {
  * Checks size, content type, signature and JSON syntax; returns the parsed
  * object with its envelope fields validated. The dataset checks the rest.
  */
-export function parseEventMessage(message: BusMessage, options: DecodeOptions): ParsedEvent {
+export function parseEventMessage(message: EventMessage, options: DecodeOptions): ParsedEvent {
   if (message.body.length > options.maxBytes) {
     throw new CachecastError(
       'EVENT_TOO_LARGE',

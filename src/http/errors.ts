@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { isCachecastError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 
 /** Every HTTP error body: a stable code clients switch on, and a human message. */
 export interface ErrorBody {

@@ -5,8 +5,8 @@ import { systemClock } from '../clock.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { describeError } from '../errors.ts';
 import { encodeEvent } from '../events/codec.ts';
-import type { Logger } from '../observe/logger.ts';
-import { silentLogger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
 import { backoffDelay } from '../util/backoff.ts';
 import { OUTBOX_CHANNEL } from './outbox.ts';
 

@@ -1,9 +1,9 @@
 import type { Bus } from '../bus/bus.ts';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
-import type { Logger } from '../observe/logger.ts';
-import { silentLogger } from '../observe/logger.ts';
-import type { SnapshotSource } from '../sources/source.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import type { SnapshotSource } from './source.ts';
 import type { Dataset, DegradedReadPolicy } from './dataset.ts';
 
 export interface ReplicatedCacheOptions<V> {

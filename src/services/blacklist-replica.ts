@@ -1,7 +1,7 @@
 import type { Bus } from '../bus/bus.ts';
 import type { CommonConfig } from '../config/env.ts';
 import { blacklistDataset } from '../datasets/blacklist.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 import { ReplicatedCache } from '../replica/replicated-cache.ts';
 import { blacklistSource } from '../sources/blacklist-source.ts';
 import type { RedisClient } from '../sources/redis-source.ts';

@@ -3,7 +3,7 @@ import type { Bus } from '../bus/bus.ts';
 import type { CommonConfig } from '../config/env.ts';
 import type { Character } from '../datasets/catalog.ts';
 import { catalogDataset } from '../datasets/catalog.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 import { ReplicatedCache } from '../replica/replicated-cache.ts';
 import { catalogSource } from '../sources/catalog-source.ts';
 

@@ -1,5 +1,5 @@
 import { describeError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 
 /**
  * Returns an idempotent close(): runs `first`, then each closer in order

@@ -1,4 +1,4 @@
-import type { SnapshotSource } from './source.ts';
+import type { SnapshotSource } from '../replica/source.ts';
 
 /**
  * An in-memory source of truth for unit tests and embedded use. `write()`

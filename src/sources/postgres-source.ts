@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { withTransaction } from '../db/transaction.ts';
-import type { SnapshotSource } from './source.ts';
+import type { SnapshotSource } from '../replica/source.ts';
 
 export interface PostgresSourceOptions<V, R extends pg.QueryResultRow> {
   pool: pg.Pool;

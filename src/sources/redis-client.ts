@@ -1,6 +1,6 @@
 import { createClient } from 'redis';
 import { describeError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 import type { RedisClient } from './redis-source.ts';
 
 export interface ManagedRedis {

@@ -1,5 +1,5 @@
 import type { createClient } from 'redis';
-import type { SnapshotSource } from './source.ts';
+import type { SnapshotSource } from '../replica/source.ts';
 
 export type RedisClient = ReturnType<typeof createClient>;
 

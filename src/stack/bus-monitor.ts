@@ -4,7 +4,7 @@ import { RabbitMQBus } from '../bus/rabbitmq-bus.ts';
 import { BLACKLIST_TOPIC } from '../datasets/blacklist.ts';
 import { CATALOG_TOPIC } from '../datasets/catalog.ts';
 import { describeError } from '../errors.ts';
-import type { Logger } from '../observe/logger.ts';
+import type { Logger } from '../logger.ts';
 
 /** One event seen on a fanout exchange, summarized for the dashboard. */
 export interface BusEventView {

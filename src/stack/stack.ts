@@ -3,7 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { describeError } from '../errors.ts';
-import { createLogger } from '../observe/logger.ts';
+import { createLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
 import { StackActions } from './actions.ts';
 import { BrokerProxies } from './broker-proxy.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import type { SnapshotSource } from '../../src/sources/source.ts';
+import type { SnapshotSource } from '../../src/replica/source.ts';
 
 export interface SourceHarness<V> {
   /** A fresh, empty source and a writer that changes it the way production writers do. */

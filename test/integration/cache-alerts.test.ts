@@ -7,7 +7,7 @@ import { CacheAlerts, STACK_EXCERPT } from '../../src/cache-aside/alerts.ts';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
 import { defineCacheKeys } from '../../src/cache-aside/cache-key.ts';
 import { CachecastError } from '../../src/errors.ts';
-import type { Logger } from '../../src/observe/logger.ts';
+import type { Logger } from '../../src/logger.ts';
 import { REDIS_URL, uniqueName } from '../support/env.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';

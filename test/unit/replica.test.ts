@@ -8,7 +8,7 @@ import { isCachecastError } from '../../src/errors.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import type { ReplicatedCacheOptions } from '../../src/replica/options.ts';
 import { MemorySource } from '../../src/sources/memory-source.ts';
-import type { SnapshotSource } from '../../src/sources/source.ts';
+import type { SnapshotSource } from '../../src/replica/source.ts';
 import { deferred } from '../../src/util/deferred.ts';
 import { FakeClock, settle } from '../support/fake-clock.ts';
 import { character, memoryPair, publishEvent } from '../support/replica-fixtures.ts';

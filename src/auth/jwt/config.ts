@@ -2,8 +2,8 @@ import { intVar, secretVar } from '../../config/env.ts';
 import { CachecastError } from '../../errors.ts';
 import { redactUrl } from '../../util/redact.ts';
 import { MIN_SECRET_BYTES } from './keys.ts';
-import type { JwtAlgorithm } from './options.ts';
-import { JWT_ALGORITHMS } from './options.ts';
+import type { JwtAlgorithm } from './keys.ts';
+import { JWT_ALGORITHMS } from './keys.ts';
 
 /**
  * Used when JWT_SECRET is unset, so that a local stack works out of the box;

@@ -1,4 +1,4 @@
-import type { Logger } from '../../observe/logger.ts';
+import type { Logger } from '../../logger.ts';
 import type { JwtConfig } from './config.ts';
 import { loadJwtConfig } from './config.ts';
 import type { TokenVerifier } from './verifier.ts';

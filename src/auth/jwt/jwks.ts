@@ -1,10 +1,10 @@
 import type { Clock, TimerHandle } from '../../clock.ts';
 import { CachecastError, describeError } from '../../errors.ts';
-import type { Logger } from '../../observe/logger.ts';
+import type { Logger } from '../../logger.ts';
 import { redactUrl } from '../../util/redact.ts';
 import type { VerificationKey } from './keys.ts';
 import { parseJwks } from './keys.ts';
-import type { JwtAlgorithm } from './options.ts';
+import type { JwtAlgorithm } from './keys.ts';
 
 /** After any JWKS load, an unknown `kid` waits this long before it may trigger another. */
 export const UNKNOWN_KID_COOLDOWN_MS = 30_000;

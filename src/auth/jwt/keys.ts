@@ -1,6 +1,8 @@
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { createPublicKey, createSecretKey } from 'node:crypto';
-import type { JwtAlgorithm } from './options.ts';
+
+export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256' | 'EdDSA';
+export const JWT_ALGORITHMS: readonly JwtAlgorithm[] = ['HS256', 'RS256', 'ES256', 'EdDSA'];
 
 /** RFC 7518 section 3.2: an HS256 key at least as long as the hash output. */
 export const MIN_SECRET_BYTES = 32;

@@ -1,13 +1,13 @@
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
-import type { Logger } from '../../observe/logger.ts';
-import { silentLogger } from '../../observe/logger.ts';
-import type { VerificationKey } from './keys.ts';
-import { createHmacKey, importPublicJwk } from './keys.ts';
+import type { Logger } from '../../logger.ts';
+import { silentLogger } from '../../logger.ts';
+import type { JwtAlgorithm, VerificationKey } from './keys.ts';
+import { createHmacKey, importPublicJwk, JWT_ALGORITHMS } from './keys.ts';
 
-export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256' | 'EdDSA';
-export const JWT_ALGORITHMS: readonly JwtAlgorithm[] = ['HS256', 'RS256', 'ES256', 'EdDSA'];
+export type { JwtAlgorithm } from './keys.ts';
+export { JWT_ALGORITHMS } from './keys.ts';
 
 export interface VerifierOptions {
   /** Required `iss`: tokens must carry exactly this string. */

@@ -7,8 +7,8 @@ import { INVALID_TOKEN_CHALLENGE } from '../../auth/jwt/bearer.ts';
 import { extractBearer } from '../../auth/jwt/verifier.ts';
 import { describeError } from '../../errors.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
-import type { Logger } from '../../observe/logger.ts';
-import { silentLogger } from '../../observe/logger.ts';
+import type { Logger } from '../../logger.ts';
+import { silentLogger } from '../../logger.ts';
 import type { Revocations } from './revocations.ts';
 
 export interface AuthAppOptions {

@@ -3,7 +3,7 @@ import { createIssuer } from '../../auth/jwt/issuer.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { choiceVar, intVar, loadCommonConfig } from '../../config/env.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
-import { createLogger } from '../../observe/logger.ts';
+import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
 import type { ServiceStarter } from '../service.ts';

@@ -8,8 +8,8 @@ import type { Character } from '../../datasets/catalog.ts';
 import { describeError } from '../../errors.ts';
 import { bearerMatches } from '../../http/bearer.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
-import type { Logger } from '../../observe/logger.ts';
-import { silentLogger } from '../../observe/logger.ts';
+import type { Logger } from '../../logger.ts';
+import { silentLogger } from '../../logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import type { UserCollection } from './user-collections.ts';
 

@@ -5,8 +5,8 @@ import { grantId } from '../../catalog/grant-id.ts';
 import type { GrantMessage } from '../../catalog/grant.ts';
 import { GRANTS_QUEUE } from '../../catalog/grant.ts';
 import { describeError } from '../../errors.ts';
-import type { Logger } from '../../observe/logger.ts';
-import { silentLogger } from '../../observe/logger.ts';
+import type { Logger } from '../../logger.ts';
+import { silentLogger } from '../../logger.ts';
 import { isWellFormedText } from '../../util/text.ts';
 
 export const GRANTS_DLQ = `${GRANTS_QUEUE}.dlq`;

@@ -10,7 +10,7 @@ import { CatalogRepository } from '../../catalog/repository.ts';
 import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
 import { migrate } from '../../db/migrate.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
-import { createLogger } from '../../observe/logger.ts';
+import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { registerOutboxMetrics } from '../../outbox/metrics.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';

@@ -2,7 +2,7 @@ import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { loadCommonConfig } from '../../config/env.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
-import { createLogger } from '../../observe/logger.ts';
+import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
