@@ -37,6 +37,12 @@ export const blacklistDataset: Dataset<number> = {
   commutative: true,
   maxEventBytes: 64 * 1024,
   expireAt: blacklistExpireAtMs,
+  // What the revocation script hashes: the jti and the EXAT it set (redis-source.ts).
+  digestText: (jti, value) => `${jti}|${value + BLACKLIST_EPOCH_S}`,
+  encode(change) {
+    if (change.kind !== 'set') throw new RangeError(`the blacklist has no ${change.kind} event`);
+    return { type: 'blacklist_added', jti: change.key, expire_at: change.value + BLACKLIST_EPOCH_S };
+  },
   decode(event): Change<number> {
     if (event.type !== 'blacklist_added') {
       throw new CachecastError(

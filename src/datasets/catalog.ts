@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CachecastError } from '../errors.ts';
+import { RELOAD_TYPE } from '../events/control.ts';
 import type { Change } from '../events/event.ts';
 import type { Dataset } from '../replica/dataset.ts';
 
@@ -51,6 +52,20 @@ function parseCharacter(value: unknown, where: string): Character {
 
 export const CATALOG_TOPIC = 'character.cache';
 
+/** A text field for the digest: its UTF-8 length and itself, or `~` for null (unambiguous, no escaping). */
+function digestField(value: string | null): string {
+  return value === null ? '~' : `${Buffer.byteLength(value, 'utf8')}:${value}`;
+}
+
+/**
+ * The digest text of a character: exactly what the PostgreSQL trigger hashes
+ * from its row (cachecast_character_text in db/migrations.ts).
+ */
+export function characterDigestText(c: Character): string {
+  const fields = [c.id, c.code, c.name, c.match_label, c.type_label, c.dialog].map(digestField);
+  return `${fields.join('|')}|${c.is_default ? 't' : 'f'}`;
+}
+
 /** The character catalog (seed 000): keyed by id, indexed by match_label and code. */
 export const catalogDataset: Dataset<Character> = {
   name: 'catalog',
@@ -62,6 +77,19 @@ export const catalogDataset: Dataset<Character> = {
     match_label: (c) => c.match_label,
     code: (c) => c.code,
     default: (c) => (c.is_default ? 'default' : undefined),
+  },
+  digestText: (_id, c) => characterDigestText(c),
+  encode(change) {
+    switch (change.kind) {
+      case 'set':
+        return { type: 'upsert', character: change.value };
+      case 'delete':
+        return { type: 'delete', character_id: change.key };
+      case 'replace':
+        return { type: 'full_refresh', characters: change.entries.map(([, c]) => c) };
+      case 'reload':
+        return { type: RELOAD_TYPE };
+    }
   },
   decode(event): Change<Character> {
     switch (event.type) {

@@ -84,10 +84,18 @@ export function parseEventMessage(message: EventMessage, options: DecodeOptions)
   return event as ParsedEvent;
 }
 
+/** An epoch on the wire: up to 64 letters, digits, '_', '-' or '.' ('' = a source with no epoch yet). */
+export function isEpoch(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= 64 && /^[A-Za-z0-9_.-]*$/.test(value);
+}
+
 function checkEnvelope(event: Record<string, unknown>): void {
-  const { version, published_at, origin } = event;
+  const { version, epoch, published_at, origin } = event;
   if (version !== undefined && (!Number.isSafeInteger(version) || (version as number) < 0)) {
     throw new CachecastError('EVENT_BAD_SHAPE', '"version" must be a non-negative integer');
+  }
+  if (epoch !== undefined && !isEpoch(epoch)) {
+    throw new CachecastError('EVENT_BAD_SHAPE', '"epoch" must be up to 64 letters, digits, "_", "-" or "."');
   }
   if (published_at !== undefined && (typeof published_at !== 'number' || !Number.isFinite(published_at))) {
     throw new CachecastError('EVENT_BAD_SHAPE', '"published_at" must be epoch milliseconds');

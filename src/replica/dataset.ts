@@ -34,6 +34,18 @@ export interface Dataset<V> {
    * interleaving would delay a revocation. @default false
    */
   readonly commutative?: boolean;
+  /**
+   * The canonical text of an entry for the content digest (digest.ts): the
+   * source of truth hashes exactly this text from its own row or key, so two
+   * sides with equal entries have equal digests. Without it the replica
+   * compares versions only.
+   */
+  digestText?(key: string, value: V): string;
+  /**
+   * The event payload that makes `change` (the inverse of decode): how the
+   * in-memory source writes its change log and tests publish.
+   */
+  encode?(change: Change<V>): Record<string, unknown>;
   /** Larger events are rejected. @default 1 MiB */
   readonly maxEventBytes?: number;
 }

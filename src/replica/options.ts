@@ -3,6 +3,7 @@ import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import type { ReplicaEvent } from './generation.ts';
 import type { SnapshotSource } from './source.ts';
 import type { Dataset, DegradedReadPolicy } from './dataset.ts';
 
@@ -16,16 +17,30 @@ export interface ReplicatedCacheOptions<V> {
   /** Overrides the dataset's policy for reads while not ready. */
   degradedReads?: DegradedReadPolicy;
   /**
-   * How often the source's version is compared with the local one; a replica
-   * found behind resyncs, so a lost event is repaired even if no later event
-   * reveals the gap. 0 disables the check.
+   * The bound on silent staleness: a replica is `ready` only while it has
+   * proof (a heartbeat or its own read of the source's epoch, version and
+   * digest, matching its own) that it equalled its source at most this long
+   * ago. 0 disables the bound (then only the periodic check proves anything).
+   * @default 1000
+   */
+  maxStalenessMs?: number;
+  /**
+   * With no heartbeat proving it current for this long, a replica reads the
+   * source's state itself (one cheap read), and keeps doing so while the
+   * heartbeats are missing. Below maxStalenessMs.
+   * @default 500
+   */
+  staleCheckMs?: number;
+  /**
+   * The backstop: how often a replica reads its source's state whatever the
+   * heartbeats say (they may be forged). 0 disables it.
    * @default 30000
    */
   versionCheckIntervalMs?: number;
   /**
-   * A replica behind the source is re-checked after this long before it
-   * resyncs: the missing event is usually just in flight.
-   * @default 1000
+   * How long a replica found behind its source (or with a different digest
+   * at the same version) waits for the event in flight before it repairs.
+   * @default 200
    */
   versionCheckGraceMs?: number;
   /**
@@ -47,7 +62,17 @@ export interface ReplicatedCacheOptions<V> {
   maxBufferedEvents?: number;
   /** When set, events must carry a valid HMAC signature (CACHE_EVENT_SECRET). */
   eventSecret?: string | undefined;
+  /**
+   * @internal The fault simulator puts one known defect back (bin: npm run sim -- --mutant).
+   */
+  mutant?: ProtocolMutant | undefined;
+  /** @internal Told of every change applied (the simulator checks epochs with it). */
+  onApplied?: ((event: ReplicaEvent<V>, epoch: string) => void) | undefined;
 }
+
+/** Known defects the simulator must catch. */
+export const PROTOCOL_MUTANTS = ['buffer-order', 'no-epoch', 'version-only-check', 'no-heartbeat'] as const;
+export type ProtocolMutant = (typeof PROTOCOL_MUTANTS)[number];
 
 export interface ResolvedReplicaOptions<V> {
   dataset: Dataset<V>;
@@ -56,6 +81,8 @@ export interface ResolvedReplicaOptions<V> {
   clock: Clock;
   logger: Logger;
   degradedReads: DegradedReadPolicy;
+  maxStalenessMs: number;
+  staleCheckMs: number;
   versionCheckIntervalMs: number;
   versionCheckGraceMs: number;
   gapWaitMs: number;
@@ -66,6 +93,8 @@ export interface ResolvedReplicaOptions<V> {
   maxBufferedEvents: number;
   maxEventBytes: number;
   eventSecret: string | undefined;
+  mutant: ProtocolMutant | undefined;
+  onApplied: ((event: ReplicaEvent<V>, epoch: string) => void) | undefined;
 }
 
 function ms(name: string, value: number, min: number): number {
@@ -81,6 +110,14 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     throw new RangeError(`degradedReads must be serve, source or refuse`);
   }
   const resyncRetryBaseMs = ms('resyncRetryBaseMs', options.resyncRetryBaseMs ?? 200, 1);
+  const maxStalenessMs = ms('maxStalenessMs', options.maxStalenessMs ?? 1000, 0);
+  const staleCheckMs = ms('staleCheckMs', options.staleCheckMs ?? Math.min(500, maxStalenessMs / 2), 0);
+  if (maxStalenessMs > 0 && (staleCheckMs < 1 || staleCheckMs >= maxStalenessMs)) {
+    throw new RangeError('staleCheckMs must be >= 1 and below maxStalenessMs');
+  }
+  if (options.mutant !== undefined && !PROTOCOL_MUTANTS.includes(options.mutant)) {
+    throw new RangeError(`mutant must be one of ${PROTOCOL_MUTANTS.join(', ')}`);
+  }
   return {
     dataset,
     bus: options.bus,
@@ -88,8 +125,10 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     clock: options.clock ?? systemClock,
     logger: (options.logger ?? silentLogger).child({ component: 'replica', dataset: dataset.name }),
     degradedReads,
+    maxStalenessMs,
+    staleCheckMs,
     versionCheckIntervalMs: ms('versionCheckIntervalMs', options.versionCheckIntervalMs ?? 30_000, 0),
-    versionCheckGraceMs: ms('versionCheckGraceMs', options.versionCheckGraceMs ?? 1000, 0),
+    versionCheckGraceMs: ms('versionCheckGraceMs', options.versionCheckGraceMs ?? 200, 0),
     gapWaitMs: ms('gapWaitMs', options.gapWaitMs ?? 200, 0),
     sweepIntervalMs: ms('sweepIntervalMs', options.sweepIntervalMs ?? 1000, 1),
     sweepBatch: ms('sweepBatch', options.sweepBatch ?? 20_000, 1),
@@ -98,5 +137,7 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     maxBufferedEvents: ms('maxBufferedEvents', options.maxBufferedEvents ?? 100_000, 1),
     maxEventBytes: ms('maxEventBytes', dataset.maxEventBytes ?? 1024 * 1024, 1),
     eventSecret: options.eventSecret || undefined,
+    mutant: options.mutant,
+    onApplied: options.onApplied,
   };
 }

@@ -1,110 +1,130 @@
 import type { BusMessage, Subscription } from '../bus/bus.ts';
 import type { TimerHandle } from '../clock.ts';
 import { CachecastError, describeError, isCachecastError } from '../errors.ts';
-import { parseEventMessage } from '../events/codec.ts';
-import type { Change, DecodedEvent } from '../events/event.ts';
-import { backoffDelay } from '../util/backoff.ts';
 import { deferred } from '../util/deferred.ts';
-import { Pauses } from '../util/pauses.ts';
+import { comparableFrom, DIGEST_BUCKET_S } from './digest.ts';
+import { Expiry } from './expiry.ts';
+import { Freshness } from './freshness.ts';
+import type { EntryHasher as Hasher, ReplicaEvent, VersionedEvent, Generation } from './generation.ts';
+import { EntryHasher } from './generation.ts';
+import { decodeChange, decodeIncoming } from './incoming.ts';
 import type { ReplicatedCacheOptions, ResolvedReplicaOptions } from './options.ts';
 import { normalizeReplicaOptions } from './options.ts';
-import { Store } from './store.ts';
+import type { ResyncReason } from './resync.ts';
+import { REPAIR_REASONS, Resync } from './resync.ts';
+import type { ReplicaState, ReplicaStats } from './stats.ts';
+import { isoOrNull, ReplicaCounters } from './stats.ts';
 
-export type ReplicaState = 'syncing' | 'ready' | 'degraded';
+export type { ReplicaState, ReplicaStats } from './stats.ts';
 
-export interface ReplicaStats {
-  dataset: string;
-  state: ReplicaState;
-  version: number;
-  size: number;
-  /** ISO time of the last applied event, or null. */
-  last_event_at: string | null;
-  /** now - published_at of the last applied event that carried one. */
-  lag_ms: number | null;
-  events_applied: number;
-  events_rejected: number;
-  events_duplicate: number;
-  gaps: number;
-  resyncs: number;
-  resync_failures: number;
-  last_resync_at: string | null;
-  last_resync_reason: string | null;
-  degraded_read_policy: string;
-  bus_connected: boolean;
-  rejected_by_code: Record<string, number>;
-}
-
-type ResyncReason = 'start' | 'gap' | 'reconnect' | 'behind' | 'buffer-overflow' | 'manual';
+/** Epochs left behind, remembered so their late events are dropped, not mistaken for a new epoch. */
+const RETIRED_EPOCHS = 8;
 
 /**
  * A named dataset held in memory and kept equal to its source of truth.
  *
- * Sync protocol: subscribe first and buffer, load the snapshot with its
- * version, apply the buffered events newer than it, swap the new generation in
- * atomically. Versioned events then apply when v == local+1, are duplicates
- * when v <= local, and reveal a gap (-> resync) when v > local+1. Events
- * without a version (foreign publishers) apply as they come. A reconnect
- * resyncs; a periodic version check resyncs a replica found behind.
- *
- * Reads are synchronous Map lookups.
+ * Reads are synchronous Map lookups on the serving generation. Events are
+ * ordered by version (Sequencer), a resync loads a new generation and rebases
+ * the waiting events onto it (Resync), the replica proves it equals the
+ * source by `(epoch, version, digest)` within `maxStalenessMs` (Freshness),
+ * and expired entries are swept in small steps (Expiry). This class wires
+ * them to the bus and decides the state: `ready` only with a snapshot loaded,
+ * the bus up since the last resync, no repair pending, and a recent proof.
  */
 export class ReplicatedCache<V> {
   readonly #o: ResolvedReplicaOptions<V>;
   readonly #expireAt: ((value: V) => number | undefined) | undefined;
-  #store: Store<V>;
-  #version = 0;
+  readonly #hasher: Hasher<V> | undefined;
+  readonly #resync: Resync<V>;
+  readonly #freshness: Freshness<V>;
+  readonly #expiry: Expiry<V> | undefined;
+  readonly #counters = new ReplicaCounters();
+  #gen: Generation<V> | undefined;
 
   // state inputs
-  #synced = false;
   #busUp = false;
+  #busDowns = 0;
   #sourceFailing = false;
   /** Set when the bus went down: events may have been missed until a resync that starts with the bus up. */
   #missedEvents = false;
+  /** A repair in progress (lost event, divergence, new epoch): the serving data is known to be off. */
+  #repairing: ResyncReason | undefined;
   #state: ReplicaState = 'syncing';
   #refuseReads = true;
 
-  // resync machinery
-  #resyncing: Promise<void> | undefined;
-  #resyncAgain: ResyncReason | undefined;
-  #buffer: Array<DecodedEvent<V>> | undefined;
-  #bufferOverflowed = false;
-  /** Events past a version gap, waiting up to gapWaitMs for the missing versions. */
-  readonly #held = new Map<number, DecodedEvent<V>>();
+  readonly #retiredEpochs: string[] = [];
+  /** Events of an epoch not known yet (a source reset): kept for the load that reveals it. */
+  readonly #otherEpochs = new Map<string, Array<VersionedEvent<V>>>();
+  #otherEpochEvents = 0;
   #gapTimer: TimerHandle | undefined;
+  #repairsStarted = 0;
+  #catchingUp: Promise<void> | undefined;
   readonly #firstSync = deferred<void>();
 
-  // lifecycle
   #starting: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #subscription: Subscription | undefined;
   #unlistenBus: (() => void) | undefined;
-  #versionTimer: TimerHandle | undefined;
-  #sweepTimer: TimerHandle | undefined;
-  readonly #pauses: Pauses;
-  #sweepIterator: Iterator<[string, V]> | undefined;
-  #sweepStore: Store<V> | undefined;
-
-  // stats
-  #applied = 0;
-  #rejected = 0;
-  #duplicates = 0;
-  #gaps = 0;
-  #resyncs = 0;
-  #resyncFailures = 0;
-  #lastEventAt: number | null = null;
-  #lagMs: number | null = null;
-  #lastResyncAt: number | null = null;
-  #lastResyncReason: ResyncReason | null = null;
-  readonly #rejectedByCode: Record<string, number> = {};
   readonly #stateListeners = new Set<(state: ReplicaState) => void>();
 
   constructor(options: ReplicatedCacheOptions<V>) {
-    this.#o = normalizeReplicaOptions(options);
-    this.#pauses = new Pauses(this.#o.clock);
-    this.#expireAt = this.#o.dataset.expireAt?.bind(this.#o.dataset);
-    this.#store = new Store(this.#o.dataset);
+    const o = normalizeReplicaOptions(options);
+    this.#o = o;
+    const { dataset, clock, logger } = o;
+    this.#expireAt = dataset.expireAt?.bind(dataset);
+    this.#hasher = EntryHasher.for(dataset, o.source.digestAlgorithm);
     // Readers of a replica that has never synced get nothing, whatever the policy.
-    this.#refuseReads = this.#o.degradedReads === 'refuse';
+    this.#refuseReads = o.degradedReads === 'refuse';
+    this.#resync = new Resync<V>({
+      clock,
+      logger,
+      dataset,
+      source: o.source,
+      hasher: this.#hasher,
+      maxBufferedEvents: o.maxBufferedEvents,
+      retryBaseMs: o.resyncRetryBaseMs,
+      retryMaxMs: o.resyncRetryMaxMs,
+      arrivalOrder: o.mutant === 'buffer-order',
+      isLive: (value) => this.#live(value),
+      closing: () => this.#closing !== undefined,
+      waiting: () => this.#gen?.heldEvents() ?? [],
+      takeEpochEvents: (epoch) => this.#takeEpochEvents(epoch),
+      offer: (gen, event) => this.#offer(gen, event),
+      swap: (gen, done) => this.#swap(gen, done.reason, done.startedAt, done.busStayedUp),
+      beginLoad: () => this.#busWatch(),
+      failed: (err, reason, retryInMs) => this.#resyncFailed(err, reason, retryInMs),
+      gap: () => this.#counters.gaps++,
+    });
+    this.#freshness = new Freshness<V>(
+      {
+        clock,
+        logger,
+        source: o.source,
+        serving: () => this.#gen,
+        resyncing: () => this.#resync.running,
+        resync: (reason) => void this.resync(reason),
+        catchUp: (reason, target) => this.#catchUp(reason, target),
+        changed: () => this.#updateState(),
+      },
+      {
+        maxStalenessMs: o.maxStalenessMs,
+        staleCheckMs: o.staleCheckMs,
+        graceMs: o.versionCheckGraceMs,
+        checkIntervalMs: o.versionCheckIntervalMs,
+        expiring: this.#expireAt !== undefined,
+        versionOnly: o.mutant === 'version-only-check',
+        noHeartbeat: o.mutant === 'no-heartbeat',
+      },
+    );
+    if (this.#expireAt) {
+      this.#expiry = new Expiry<V>({
+        clock,
+        expireAt: this.#expireAt,
+        batch: o.sweepBatch,
+        intervalMs: o.sweepIntervalMs,
+        serving: () => this.#gen,
+      });
+    }
   }
 
   get dataset(): string {
@@ -112,11 +132,17 @@ export class ReplicatedCache<V> {
   }
 
   get state(): ReplicaState {
+    // The bound passes with time, not with an event: look at the clock.
+    if (this.#state === 'ready' && !this.#freshness.fresh()) this.#updateState();
     return this.#state;
   }
 
   get version(): number {
-    return this.#version;
+    return this.#gen?.version ?? 0;
+  }
+
+  get epoch(): string {
+    return this.#gen?.epoch ?? '';
   }
 
   /**
@@ -126,19 +152,19 @@ export class ReplicatedCache<V> {
    * while a fail-closed (`refuse`) replica does leave the load balancer.
    */
   get canServe(): boolean {
-    return this.#synced && !this.#refuseReads;
+    return this.#gen !== undefined && !this.#refuseReads;
   }
 
   /** Entries held, including expired ones not yet swept. */
   get size(): number {
-    return this.#store.entries.size;
+    return this.#gen?.store.size ?? 0;
   }
 
   // ---------------------------------------------------------------- reads
 
   get(key: string): V | undefined {
     if (this.#refuseReads) this.#unavailable();
-    const value = this.#store.entries.get(key);
+    const value = this.#gen?.store.get(key);
     if (value === undefined || this.#expireAt === undefined) return value;
     return this.#live(value) ? value : undefined;
   }
@@ -151,33 +177,42 @@ export class ReplicatedCache<V> {
   values(): V[] {
     if (this.#refuseReads) this.#unavailable();
     const out: V[] = [];
-    for (const value of this.#store.entries.values()) if (this.#live(value)) out.push(value);
+    if (this.#gen) for (const value of this.#gen.store.values()) if (this.#live(value)) out.push(value);
     return out;
   }
 
   /** The live values whose index `index` has the term `term`. */
   findAll(index: string, term: string): V[] {
-    if (this.#refuseReads) this.#unavailable();
-    const keys = this.#index(index).get(term);
-    if (!keys) return [];
     const out: V[] = [];
-    for (const key of keys) {
-      const value = this.#store.entries.get(key);
-      if (value !== undefined && this.#live(value)) out.push(value);
-    }
+    this.#eachIndexed(index, term, (value) => {
+      out.push(value);
+      return false;
+    });
     return out;
   }
 
   /** One live value with that index term (the first indexed), or undefined. O(1). */
   findOne(index: string, term: string): V | undefined {
+    let found: V | undefined;
+    this.#eachIndexed(index, term, (value) => {
+      found = value;
+      return true;
+    });
+    return found;
+  }
+
+  #eachIndexed(index: string, term: string, visit: (value: V) => boolean): void {
     if (this.#refuseReads) this.#unavailable();
-    const keys = this.#index(index).get(term);
-    if (!keys) return undefined;
-    for (const key of keys) {
-      const value = this.#store.entries.get(key);
-      if (value !== undefined && this.#live(value)) return value;
+    if (!this.#o.dataset.indexes?.[index]) {
+      throw new CachecastError('REPLICA_UNKNOWN_INDEX', `dataset ${this.dataset} has no index ${index}`);
     }
-    return undefined;
+    const store = this.#gen?.store;
+    const keys = store?.byIndex(index, term);
+    if (!store || !keys) return;
+    for (const key of keys) {
+      const value = store.get(key);
+      if (value !== undefined && this.#live(value) && visit(value)) return;
+    }
   }
 
   /**
@@ -185,7 +220,7 @@ export class ReplicatedCache<V> {
    * asks the source of truth (falling back to local data if the source fails).
    */
   async fetch(key: string): Promise<V | undefined> {
-    if (this.#state !== 'ready' && this.#o.degradedReads === 'source' && this.#o.source.get) {
+    if (this.state !== 'ready' && this.#o.degradedReads === 'source' && this.#o.source.get) {
       try {
         const value = await this.#o.source.get(key);
         return value !== undefined && this.#live(value) ? value : undefined;
@@ -204,20 +239,13 @@ export class ReplicatedCache<V> {
     return at === undefined || at > this.#o.clock.now();
   }
 
-  #index(name: string): Map<string, Set<string>> {
-    const index = this.#store.indexes.get(name);
-    if (!index)
-      throw new CachecastError('REPLICA_UNKNOWN_INDEX', `dataset ${this.dataset} has no index ${name}`);
-    return index;
-  }
-
   #unavailable(): never {
     throw new CachecastError('REPLICA_UNAVAILABLE', `replica ${this.dataset} is ${this.#state}`);
   }
 
   // ---------------------------------------------------------------- lifecycle
 
-  /** Subscribes, loads the first snapshot; resolves once the replica is ready. Idempotent. */
+  /** Subscribes, loads the first snapshot; resolves once the replica has synced. Idempotent. */
   start(): Promise<void> {
     this.#starting ??= (async () => {
       if (this.#closing) throw new CachecastError('REPLICA_CLOSED', 'replica is closed');
@@ -236,10 +264,10 @@ export class ReplicatedCache<V> {
         onError: (err) => this.#o.logger.warn({ err: describeError(err) }, 'subscription error'),
       });
       this.#busUp = bus.state === 'up';
-      void this.resync('start');
+      void this.#resync.request('start');
       await this.#firstSync.promise;
-      this.#scheduleVersionCheck();
-      this.#scheduleSweep();
+      this.#freshness.start();
+      this.#expiry?.start();
     })();
     return this.#starting;
   }
@@ -258,14 +286,14 @@ export class ReplicatedCache<V> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#unlistenBus?.();
-      if (this.#versionTimer) this.#o.clock.clearTimeout(this.#versionTimer);
-      if (this.#sweepTimer) this.#o.clock.clearTimeout(this.#sweepTimer);
+      this.#freshness.close();
+      this.#expiry?.close();
       this.#clearGapTimer();
-      this.#pauses.stop();
       this.#firstSync.reject(new CachecastError('REPLICA_CLOSED', 'replica closed before it synced'));
       this.#firstSync.promise.catch(() => undefined);
       await this.#subscription?.close();
-      await this.#resyncing?.catch(() => undefined);
+      await this.#resync.close();
+      await this.#catchingUp;
     })();
     return this.#closing;
   }
@@ -273,97 +301,133 @@ export class ReplicatedCache<V> {
   // ---------------------------------------------------------------- events
 
   #onMessage(message: BusMessage): void {
-    let event: DecodedEvent<V>;
+    let incoming;
     try {
-      const parsed = parseEventMessage(message, {
+      incoming = decodeIncoming<V>(message, this.#o.dataset, {
         maxBytes: this.#o.maxEventBytes,
         secret: this.#o.eventSecret,
       });
-      // Keep only what ordering needs: the raw payload is not held in buffers.
-      event = {
-        type: parsed.type,
-        version: parsed.version,
-        published_at: parsed.published_at,
-        change: this.#o.dataset.decode(parsed),
-      };
     } catch (err) {
-      this.#reject(err);
+      const code = isCachecastError(err) ? err.code : 'EVENT_BAD_SHAPE';
+      this.#counters.reject(code);
+      this.#o.logger.warn({ code, err: describeError(err) }, 'event rejected');
       return;
     }
-    if (this.#buffer) {
-      if (this.#buffer.length >= this.#o.maxBufferedEvents) {
-        this.#buffer = [];
-        this.#bufferOverflowed = true;
-      }
-      this.#buffer.push(event);
-      // The serving generation stays current while the next one loads (a revocation
-      // must not wait seconds for a 1M-key snapshot); the buffer still feeds the next.
-      if (
-        this.#synced &&
-        this.#o.dataset.commutative &&
-        (event.version === undefined || event.version > this.#version)
-      ) {
-        this.#applyChange(this.#store, event.change, true);
-      }
+    if (incoming.kind === 'ignore') return;
+    if (incoming.kind === 'heartbeat') {
+      const h = incoming.heartbeat;
+      const fromBucket =
+        h.digestFrom !== undefined && h.digestFrom % DIGEST_BUCKET_S === 0
+          ? h.digestFrom / DIGEST_BUCKET_S
+          : undefined;
+      this.#freshness.onHeartbeat({
+        epoch: this.#o.mutant === 'no-epoch' ? (this.#gen?.epoch ?? h.epoch) : h.epoch,
+        version: h.version,
+        digest: h.digest,
+        fromBucket,
+        readAt: h.readAt,
+        authoritative: false,
+      });
       return;
     }
-    this.#applyLive(event);
+    this.#receive(incoming.event);
   }
 
-  #reject(err: unknown): void {
-    const code = isCachecastError(err) ? err.code : 'EVENT_BAD_SHAPE';
-    this.#rejected++;
-    this.#rejectedByCode[code] = (this.#rejectedByCode[code] ?? 0) + 1;
-    this.#o.logger.warn({ code, err: describeError(err) }, 'event rejected');
-  }
-
-  #applyLive(event: DecodedEvent<V>): void {
-    const { version } = event;
-    const commutative = this.#o.dataset.commutative === true;
-    if (version !== undefined) {
-      if (version <= this.#version || this.#held.has(version)) {
-        this.#duplicates++;
-        return;
-      }
-      if (version !== this.#version + 1) {
-        // Usually another publisher's event still in flight: wait for it a moment.
-        this.#held.set(version, event);
-        if (commutative) {
-          this.#applyChange(this.#store, event.change, true);
-          this.#noteApplied(event);
-        }
-        this.#armGapTimer();
-        return;
-      }
-      this.#version = version;
+  #receive(raw: ReplicaEvent<V>): void {
+    // The no-epoch mutant: epochs ignored, versions of two epochs compared.
+    const event = this.#o.mutant === 'no-epoch' ? { ...raw, epoch: undefined } : raw;
+    if (this.#resync.running) this.#resync.record(event);
+    const gen = this.#gen;
+    if (!gen) return;
+    if (event.version === undefined) {
+      gen.applyUnversioned(event.change);
+      this.#noteApplied(gen, event);
+      return;
     }
-    this.#applyChange(this.#store, event.change, true);
-    this.#noteApplied(event);
-    this.#releaseHeld();
+    if (event.epoch !== undefined && event.epoch !== gen.epoch)
+      return this.#otherEpoch(event as VersionedEvent<V>);
+    this.#offer(gen, event as VersionedEvent<V>);
   }
 
-  /** Applies held events that are now next in line; commutative ones were applied on arrival. */
-  #releaseHeld(): void {
-    if (this.#held.size === 0) return;
-    for (const version of [...this.#held.keys()]) if (version <= this.#version) this.#held.delete(version);
-    let next = this.#held.get(this.#version + 1);
-    while (next) {
-      this.#held.delete(this.#version + 1);
-      this.#version++;
-      if (!this.#o.dataset.commutative) {
-        this.#applyChange(this.#store, next.change, true);
-        this.#noteApplied(next);
-      }
-      next = this.#held.get(this.#version + 1);
+  /** The live path's rules for one versioned event, on any generation (the serving one, or one being rebased). */
+  #offer(gen: Generation<V>, event: VersionedEvent<V>): void {
+    const serving = gen === this.#gen;
+    if (!gen.offer(event)) {
+      if (serving) this.#counters.duplicates++;
+      return;
     }
-    if (this.#held.size === 0) this.#clearGapTimer();
+    const { change } = event;
+    if (
+      this.#o.dataset.commutative &&
+      event.version > gen.version + 1 &&
+      (change.kind === 'set' || change.kind === 'delete')
+    ) {
+      // Usually another writer's event still in flight: changes that commute need not wait for it.
+      gen.applyEarly(event);
+      this.#o.onApplied?.(event, gen.epoch);
+    }
+    gen.release((released, early) => {
+      if (!early) this.#o.onApplied?.(released, gen.epoch);
+      if (serving) this.#counters.noteApplied(this.#o.clock.now(), released.publishedAt);
+    });
+    if (!serving) return;
+    this.#freshness.onAdvanced();
+    if (gen.reloadAt !== undefined) {
+      void this.resync('reload');
+      return;
+    }
+    this.#watchGap(gen);
   }
 
-  #armGapTimer(): void {
+  #noteApplied(gen: Generation<V>, event: ReplicaEvent<V>): void {
+    this.#o.onApplied?.(event, gen.epoch);
+    this.#counters.noteApplied(this.#o.clock.now(), event.publishedAt);
+  }
+
+  #otherEpoch(event: VersionedEvent<V>): void {
+    const epoch = event.epoch!;
+    if (this.#retiredEpochs.includes(epoch)) {
+      this.#counters.staleEpoch++;
+      return;
+    }
+    if (this.#otherEpochEvents < this.#o.maxBufferedEvents) {
+      let list = this.#otherEpochs.get(epoch);
+      if (!list) this.#otherEpochs.set(epoch, (list = []));
+      list.push(event);
+      this.#otherEpochEvents++;
+    }
+    // A new epoch reloads at once, once the source confirms it (an event's epoch may be forged).
+    void this.#freshness.check();
+  }
+
+  #takeEpochEvents(epoch: string): Array<VersionedEvent<V>> {
+    const events = this.#otherEpochs.get(epoch) ?? [];
+    this.#otherEpochs.clear();
+    this.#otherEpochEvents = 0;
+    return events;
+  }
+
+  // ---------------------------------------------------------------- gaps and catch-up
+
+  /** A gap still open after gapWaitMs means a lost event (or too many held): repair it. */
+  #watchGap(gen: Generation<V>): void {
+    if (gen.held === 0) return this.#clearGapTimer();
+    if (gen.held > this.#o.maxBufferedEvents) {
+      this.#clearGapTimer();
+      return this.#catchUp('gap', gen.firstHeld!);
+    }
     if (this.#gapTimer) return;
+    const armedAt = gen.version;
     this.#gapTimer = this.#o.clock.setTimeout(() => {
       this.#gapTimer = undefined;
-      this.#onGapExpired();
+      if (gen !== this.#gen || gen.held === 0 || this.#closing) return;
+      if (gen.version > armedAt) return this.#watchGap(gen); // moving: give the rest its own wait
+      this.#counters.gaps++;
+      this.#o.logger.warn(
+        { local: gen.version, received: gen.firstHeld, waitedMs: this.#o.gapWaitMs },
+        'version gap: repairing',
+      );
+      this.#catchUp('gap', gen.firstHeld! - 1);
     }, this.#o.gapWaitMs);
     this.#gapTimer.unref?.();
   }
@@ -373,49 +437,49 @@ export class ReplicatedCache<V> {
     this.#gapTimer = undefined;
   }
 
-  #onGapExpired(): void {
-    if (this.#held.size === 0 || this.#closing) return;
-    this.#gaps++;
-    const held = [...this.#held.values()].sort((a, b) => (a.version ?? 0) - (b.version ?? 0));
-    this.#held.clear();
-    this.#o.logger.warn(
-      { local: this.#version, received: held[0]?.version, waitedMs: this.#o.gapWaitMs },
-      'version gap, resyncing',
-    );
-    void this.resync('gap');
-    // The resync has started buffering; these events may be newer than its snapshot.
-    this.#buffer?.push(...held);
-  }
-
-  #noteApplied(event: DecodedEvent<V>): void {
-    this.#applied++;
-    const now = this.#o.clock.now();
-    this.#lastEventAt = now;
-    if (event.published_at !== undefined) this.#lagMs = Math.max(0, now - event.published_at);
-  }
-
-  #applyChange(store: Store<V>, change: Change<V>, live: boolean): void {
-    switch (change.kind) {
-      case 'set':
-        store.set(change.key, change.value);
-        break;
-      case 'delete':
-        store.delete(change.key);
-        break;
-      case 'replace': {
-        if (live) {
-          // Build the new generation aside and swap it in: no half-replaced reads.
-          const next = new Store(this.#o.dataset);
-          for (const [k, v] of change.entries) next.set(k, v);
-          this.#store = next;
-        } else {
-          store.entries.clear();
-          for (const index of store.indexes.values()) index.clear();
-          for (const [k, v] of change.entries) store.set(k, v);
+  /**
+   * Repairs missing versions up to `target` from the source's change log when
+   * it has one (a read, not a load of the whole dataset), else reloads.
+   */
+  #catchUp(reason: 'gap' | 'behind', target: number): void {
+    if (this.#resync.running || this.#closing || this.#catchingUp) return;
+    const { source } = this.#o;
+    const gen = this.#gen;
+    if (!gen || !source.changesSince) return void this.resync(reason);
+    this.#repairsStarted++;
+    this.#repairing ??= reason;
+    this.#updateState();
+    this.#catchingUp = (async () => {
+      const readAt = this.#o.clock.now();
+      const fromBucket = comparableFrom(readAt);
+      const from = gen.version;
+      const result = await source.changesSince!(gen.epoch, from, fromBucket).catch((err: unknown) => {
+        this.#o.logger.warn({ err: describeError(err) }, 'catch-up read failed');
+        return undefined;
+      });
+      if (gen !== this.#gen || this.#closing || this.#resync.running) return;
+      if (!result || result.epoch !== gen.epoch) return void this.resync(reason);
+      try {
+        for (const c of result.changes) {
+          const change = decodeChange(this.#o.dataset, c.event);
+          this.#offer(gen, { version: c.version, epoch: result.epoch, change, origin: 'source' });
         }
-        break;
+      } catch (err) {
+        this.#o.logger.warn({ err: describeError(err) }, 'source log entry rejected: reloading');
+        return void this.resync(reason);
       }
-    }
+      if (gen.reloadAt !== undefined || this.#resync.running) return;
+      // Held versions the source does not have were never committed (or were forged).
+      if (result.state && gen.dropHeldAbove(result.state.version)) return void this.resync('diverged');
+      if (gen.version < target) return void this.resync(reason);
+      this.#counters.catchUps++;
+      if (this.#repairing === reason) this.#repairing = undefined;
+      this.#watchGap(gen);
+      this.#updateState();
+      if (result.state) this.#freshness.onSourceState(result.state, readAt, fromBucket, from);
+    })().finally(() => {
+      this.#catchingUp = undefined;
+    });
   }
 
   // ---------------------------------------------------------------- resync
@@ -423,94 +487,81 @@ export class ReplicatedCache<V> {
   /** Reloads from the source; concurrent calls share one run (single-flight). */
   resync(reason: ResyncReason = 'manual'): Promise<void> {
     if (this.#closing) return Promise.resolve();
-    if (this.#resyncing) {
-      this.#resyncAgain ??= reason;
-      return this.#resyncing;
+    if (REPAIR_REASONS.has(reason) && this.#gen) {
+      this.#repairsStarted++;
+      this.#repairing ??= reason;
+      this.#updateState();
     }
-    this.#resyncing = this.#runResync(reason).finally(() => {
-      this.#resyncing = undefined;
-    });
-    return this.#resyncing;
+    return this.#resync.request(reason);
   }
 
-  async #runResync(firstReason: ResyncReason): Promise<void> {
-    let reason: ResyncReason = firstReason;
-    let failures = 0;
-    while (!this.#closing) {
-      this.#resyncAgain = undefined;
-      // Every event received before the load reads the version is covered by the snapshot.
-      this.#buffer = [];
-      this.#bufferOverflowed = false;
-      const startedWithBusUp = this.#busUp;
-      try {
-        const next = new Store(this.#o.dataset);
-        const { version } = await this.#o.source.load((key, value) => {
-          if (this.#live(value)) next.set(key, value);
-        });
-        if (this.#closing) return;
-        let current = version;
-        let gap = this.#bufferOverflowed;
-        for (const event of this.#buffer) {
-          if (event.version === undefined) {
-            this.#applyChange(next, event.change, false);
-          } else if (event.version <= current) {
-            continue;
-          } else if (event.version === current + 1) {
-            this.#applyChange(next, event.change, false);
-            current = event.version;
-          } else {
-            gap = true;
-            break;
-          }
-          this.#noteApplied(event);
-        }
-        if (gap) {
-          // Events are missing between the snapshot and the buffer: load again.
-          reason = this.#bufferOverflowed ? 'buffer-overflow' : 'gap';
-          this.#gaps++;
-          await this.#pauses.pause(
-            backoffDelay(Math.min(failures++, 3), this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs),
-          );
-          continue;
-        }
-        this.#store = next;
-        this.#version = current;
-        this.#buffer = undefined;
-        this.#releaseHeld();
-        this.#synced = true;
-        this.#sourceFailing = false;
-        if (startedWithBusUp && this.#busUp) this.#missedEvents = false;
-        this.#resyncs++;
-        this.#lastResyncAt = this.#o.clock.now();
-        this.#lastResyncReason = reason;
-        this.#o.logger.info({ reason, version: current, size: next.entries.size }, 'resynced');
-        this.#updateState();
-        this.#firstSync.resolve();
-        if (this.#resyncAgain === undefined) return;
-        reason = this.#resyncAgain;
-      } catch (err) {
-        this.#resyncFailures++;
-        this.#sourceFailing = true;
-        this.#updateState();
-        const delay = backoffDelay(failures++, this.#o.resyncRetryBaseMs, this.#o.resyncRetryMaxMs);
-        this.#o.logger.warn({ reason, err: describeError(err), retryInMs: delay }, 'resync failed');
-        await this.#pauses.pause(delay);
-      }
+  /**
+   * Reads the source's state now and repairs what it shows (behind, ahead,
+   * another epoch, different content). Returns true when a repair started.
+   */
+  async checkVersion(): Promise<boolean> {
+    if (this.#closing || this.#resync.running) return false;
+    const before = this.#repairsStarted;
+    await this.#freshness.check();
+    return this.#repairsStarted > before;
+  }
+
+  /** A token that tells, at the swap, whether the bus stayed up since the load began. */
+  #busWatch(): () => boolean {
+    const downs = this.#busDowns;
+    const up = this.#busUp;
+    return () => up && this.#busUp && this.#busDowns === downs;
+  }
+
+  #swap(gen: Generation<V>, reason: ResyncReason, startedAt: number, busStayedUp: boolean): void {
+    const previous = this.#gen;
+    if (previous && previous.epoch !== gen.epoch) {
+      this.#retiredEpochs.push(previous.epoch);
+      if (this.#retiredEpochs.length > RETIRED_EPOCHS) this.#retiredEpochs.shift();
+      this.#o.logger.warn({ from: previous.epoch, to: gen.epoch }, 'source epoch changed');
     }
+    const retired = this.#retiredEpochs.indexOf(gen.epoch);
+    if (retired >= 0) this.#retiredEpochs.splice(retired, 1);
+    this.#gen = gen;
+    this.#sourceFailing = false;
+    if (busStayedUp) this.#missedEvents = false;
+    this.#repairing = undefined;
+    const c = this.#counters;
+    c.resyncs++;
+    c.lastResyncAt = this.#o.clock.now();
+    c.lastResyncReason = reason;
+    this.#o.logger.info({ reason, epoch: gen.epoch, version: gen.version, size: gen.store.size }, 'resynced');
+    this.#clearGapTimer();
+    this.#freshness.onSynced(startedAt);
+    this.#updateState();
+    this.#firstSync.resolve();
+    this.#watchGap(gen);
+  }
+
+  #resyncFailed(err: unknown, reason: ResyncReason, retryInMs: number): void {
+    this.#counters.resyncFailures++;
+    this.#sourceFailing = true;
+    this.#updateState();
+    this.#o.logger.warn({ reason, err: describeError(err), retryInMs }, 'resync failed');
   }
 
   #onBusDown(): void {
     if (!this.#busUp) return;
     this.#busUp = false;
+    this.#busDowns++;
     this.#missedEvents = true;
     this.#o.logger.warn({}, 'bus down: replica degraded until resynced');
     this.#updateState();
   }
 
   #updateState(): void {
-    const state: ReplicaState = !this.#synced
+    const state: ReplicaState = !this.#gen
       ? 'syncing'
-      : this.#busUp && !this.#sourceFailing && !this.#missedEvents
+      : this.#busUp &&
+          !this.#sourceFailing &&
+          !this.#missedEvents &&
+          this.#repairing === undefined &&
+          this.#freshness.fresh()
         ? 'ready'
         : 'degraded';
     this.#refuseReads = this.#o.degradedReads === 'refuse' && state !== 'ready';
@@ -519,99 +570,52 @@ export class ReplicatedCache<V> {
     for (const listener of [...this.#stateListeners]) listener(state);
   }
 
-  // ---------------------------------------------------------------- timers
-
-  #scheduleVersionCheck(): void {
-    const interval = this.#o.versionCheckIntervalMs;
-    if (interval === 0 || this.#closing) return;
-    this.#versionTimer = this.#o.clock.setTimeout(() => {
-      void this.checkVersion().finally(() => this.#scheduleVersionCheck());
-    }, interval);
-    this.#versionTimer.unref?.();
-  }
-
-  /**
-   * Compares the local version with the source's and resyncs when they differ
-   * for longer than the grace period. Returns true when a resync was started.
-   */
-  async checkVersion(): Promise<boolean> {
-    if (this.#closing || this.#resyncing) return false;
-    try {
-      const remote = await this.#o.source.version();
-      if (remote === this.#version) return false;
-      if (remote > this.#version && this.#o.versionCheckGraceMs > 0) {
-        await this.#pauses.pause(this.#o.versionCheckGraceMs);
-        if (this.#closing || this.#resyncing || this.#version >= remote) return false;
-      }
-      this.#o.logger.warn({ local: this.#version, source: remote }, 'replica behind its source, resyncing');
-      void this.resync('behind');
-      return true;
-    } catch (err) {
-      this.#o.logger.warn({ err: describeError(err) }, 'version check failed');
-      return false;
-    }
-  }
-
-  #scheduleSweep(): void {
-    if (!this.#expireAt || this.#closing) return;
-    this.#sweepTimer = this.#o.clock.setTimeout(() => {
-      this.sweep();
-      this.#scheduleSweep();
-    }, this.#o.sweepIntervalMs);
-    this.#sweepTimer.unref?.();
-  }
+  // ---------------------------------------------------------------- expiry
 
   /**
    * Frees up to `sweepBatch` expired entries, resuming where the last call
-   * stopped, so a million entries never block the event loop at once.
-   * Returns how many were removed.
+   * stopped. Returns how many were removed.
    */
   sweep(): number {
-    if (!this.#expireAt) return 0;
-    const store = this.#store;
-    if (this.#sweepStore !== store || !this.#sweepIterator) {
-      this.#sweepStore = store;
-      this.#sweepIterator = store.entries.entries();
-    }
-    const now = this.#o.clock.now();
-    let removed = 0;
-    for (let i = 0; i < this.#o.sweepBatch; i++) {
-      const next = this.#sweepIterator.next();
-      if (next.done) {
-        this.#sweepIterator = undefined;
-        break;
-      }
-      const [key, value] = next.value;
-      const at = this.#expireAt(value);
-      if (at !== undefined && at <= now) {
-        store.delete(key);
-        removed++;
-      }
-    }
-    return removed;
+    return this.#expiry?.sweep() ?? 0;
   }
 
   // ---------------------------------------------------------------- stats
 
   stats(): ReplicaStats {
+    const c = this.#counters;
+    const f = this.#freshness.stats();
+    const now = this.#o.clock.now();
+    const gen = this.#gen;
     return {
       dataset: this.dataset,
-      state: this.#state,
-      version: this.#version,
+      state: this.state,
+      version: this.version,
+      epoch: this.epoch,
+      digest: gen?.digest(this.#expireAt ? comparableFrom(now) : -Infinity) ?? null,
       size: this.size,
-      last_event_at: this.#lastEventAt === null ? null : new Date(this.#lastEventAt).toISOString(),
-      lag_ms: this.#lagMs,
-      events_applied: this.#applied,
-      events_rejected: this.#rejected,
-      events_duplicate: this.#duplicates,
-      gaps: this.#gaps,
-      resyncs: this.#resyncs,
-      resync_failures: this.#resyncFailures,
-      last_resync_at: this.#lastResyncAt === null ? null : new Date(this.#lastResyncAt).toISOString(),
-      last_resync_reason: this.#lastResyncReason,
+      last_event_at: isoOrNull(c.lastEventAt),
+      lag_ms: c.lagMs,
+      verified_at: isoOrNull(f.verified_at),
+      staleness_ms: f.verified_at === null ? null : Math.max(0, now - f.verified_at),
+      events_applied: c.applied,
+      events_rejected: c.rejected,
+      events_duplicate: c.duplicates,
+      events_stale_epoch: c.staleEpoch,
+      events_held: gen?.held ?? 0,
+      gaps: c.gaps,
+      resyncs: c.resyncs,
+      resync_failures: c.resyncFailures,
+      catch_ups: c.catchUps,
+      divergences: f.divergences,
+      heartbeats: f.heartbeats,
+      source_checks: f.checks,
+      source_check_failures: f.check_failures,
+      last_resync_at: isoOrNull(c.lastResyncAt),
+      last_resync_reason: c.lastResyncReason,
       degraded_read_policy: this.#o.degradedReads,
       bus_connected: this.#busUp,
-      rejected_by_code: { ...this.#rejectedByCode },
+      rejected_by_code: { ...c.rejectedByCode },
     };
   }
 }

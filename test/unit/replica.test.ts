@@ -183,8 +183,12 @@ describe('ReplicatedCache: sync protocol', () => {
     assert.equal(replica.stats().gaps, 0);
   });
 
-  it('resyncs when the periodic check finds the source ahead, after the grace period', async () => {
-    const { replica, source, clock } = catalog({ versionCheckIntervalMs: 30_000, versionCheckGraceMs: 1000 });
+  it('with the bound off, the periodic check repairs a write whose event never came, after the grace period', async () => {
+    const { replica, source, clock } = catalog({
+      maxStalenessMs: 0,
+      versionCheckIntervalMs: 30_000,
+      versionCheckGraceMs: 1000,
+    });
     seed(source, 'a');
     await replica.start();
     seed(source, 'quiet'); // committed, event never published
@@ -199,17 +203,37 @@ describe('ReplicatedCache: sync protocol', () => {
     assert.equal(replica.stats().last_resync_reason, 'behind');
   });
 
-  it('resyncs when the source went backwards (e.g. its store was reset)', async () => {
-    const { replica, source } = catalog({ versionCheckGraceMs: 0 });
+  it('reloads at once when the source is in a new epoch (its store was reset)', async () => {
+    const { replica, source } = catalog();
+    seed(source, 'a', 'b');
+    await replica.start();
+    const epoch = replica.epoch;
+    source.reset();
+    seed(source, 'c');
+    assert.equal(await replica.checkVersion(), true);
+    await settle();
+    assert.notEqual(replica.epoch, epoch);
+    assert.equal(replica.version, 1);
+    assert.deepEqual(
+      replica.values().map((c) => c.code),
+      ['c'],
+    );
+    assert.equal(replica.stats().last_resync_reason, 'epoch');
+  });
+
+  it('reloads when a source without epochs went backwards', async () => {
+    const { replica, source } = catalog();
     seed(source, 'a', 'b');
     await replica.start();
     const fresh = new MemorySource<Character>();
     source.load = fresh.load.bind(fresh);
     source.version = fresh.version.bind(fresh);
+    (source as { state?: unknown }).state = undefined;
     assert.equal(await replica.checkVersion(), true);
     await settle();
     assert.equal(replica.version, 0);
     assert.equal(replica.size, 0);
+    assert.equal(replica.stats().last_resync_reason, 'ahead');
   });
 
   it('shares one load among concurrent resync requests', async () => {
@@ -462,6 +486,7 @@ describe('ReplicatedCache: TTL entries', () => {
     const { replica, clock, revoke } = blacklist(source, { sweepIntervalMs: 1000 });
     source.set('old', toBlacklistValue(clock.now() / 1000 + 10));
     await replica.start();
+    source.set('new', toBlacklistValue(clock.now() / 1000 + 60));
     await revoke('new', 2, 60);
     await settle();
     assert.equal(replica.has('old'), true);

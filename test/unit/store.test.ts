@@ -32,13 +32,16 @@ describe('Store', () => {
     }
     for (const [name, fn] of Object.entries(dataset.indexes!)) {
       const expected = new Map<string, Set<string>>();
-      for (const [key, row] of store.entries) {
+      for (const [key, row] of store.entries()) {
         const term = fn(row);
         if (term === undefined) continue;
         if (!expected.has(term)) expected.set(term, new Set());
         expected.get(term)!.add(key);
       }
-      assert.deepEqual(store.indexes.get(name), expected, `index ${name}`);
+      const actual = new Map(
+        store.indexTerms(name).map((term) => [term, new Set(store.byIndex(name, term))]),
+      );
+      assert.deepEqual(actual, expected, `index ${name}`);
     }
   });
 
@@ -46,10 +49,19 @@ describe('Store', () => {
     const store = new Store(dataset);
     store.set('a', { label: 'x', group: 'g' });
     store.set('a', { group: 'g' });
-    assert.equal(store.indexes.get('label')!.size, 0);
-    assert.deepEqual([...store.indexes.get('group')!.get('g')!], ['a']);
-    assert.equal(store.delete('a'), true);
-    assert.equal(store.delete('a'), false);
-    assert.equal(store.indexes.get('group')!.size, 0);
+    assert.deepEqual(store.indexTerms('label'), []);
+    assert.deepEqual([...store.byIndex('group', 'g')!], ['a']);
+    assert.deepEqual(store.delete('a'), { group: 'g' });
+    assert.equal(store.delete('a'), undefined);
+    assert.deepEqual(store.indexTerms('group'), []);
+  });
+
+  it('replace() empties entries and indexes before filling them', () => {
+    const store = new Store(dataset);
+    store.set('a', { label: 'x', group: 'g' });
+    store.replace([['b', { label: 'y', group: 'h' }]]);
+    assert.deepEqual([...store.entries()], [['b', { label: 'y', group: 'h' }]]);
+    assert.deepEqual(store.indexTerms('label'), ['y']);
+    assert.deepEqual(store.indexTerms('group'), ['h']);
   });
 });

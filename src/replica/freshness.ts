@@ -1,0 +1,351 @@
+import type { Clock, TimerHandle } from '../clock.ts';
+import { describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { bucketOf, comparableFrom } from './digest.ts';
+import type { Generation } from './generation.ts';
+import type { SnapshotSource, SourceState } from './source.ts';
+
+/** What a replica learnt of its source's state: from a heartbeat, or read by itself (authoritative). */
+export interface Observation {
+  epoch: string;
+  version: number;
+  /** Combined digest of the buckets >= `fromBucket` (all buckets when absent). */
+  digest?: string | undefined;
+  fromBucket?: number | undefined;
+  /** Epoch ms when the state was read from the source. */
+  readAt: number;
+  /** Read by this replica from the source itself (a heartbeat can be stale, or forged). */
+  authoritative: boolean;
+  /** For authoritative reads: this replica's version when it sent the read. */
+  localVersionAtRead?: number;
+}
+
+export type RepairReason = 'behind' | 'ahead' | 'epoch' | 'diverged';
+
+export interface FreshnessHost<V> {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly source: SnapshotSource<V>;
+  /** The serving generation, once synced. */
+  serving(): Generation<V> | undefined;
+  /** A resync is loading: its swap re-evaluates everything, so no repair starts meanwhile. */
+  resyncing(): boolean;
+  /** Reload from the source at once. */
+  resync(reason: RepairReason): void;
+  /** Fetch the missing events from the source's log if it can, else reload. */
+  catchUp(reason: 'behind', target: number): void;
+  /** Freshness moved (state may change). */
+  changed(): void;
+}
+
+export interface FreshnessOptions {
+  /** A ready replica has proof it equalled its source at most this long ago; 0 disables the bound. */
+  maxStalenessMs: number;
+  /** Without a proof for this long, the replica reads the source's state itself. */
+  staleCheckMs: number;
+  /** How long an in-flight event may take before "behind" or "diverged" counts. */
+  graceMs: number;
+  /** The backstop check, whatever the heartbeats say; 0 disables it. */
+  checkIntervalMs: number;
+  /** Entries expire: digests are compared from `comparableFrom(now)` only. */
+  expiring: boolean;
+  /** Simulator mutants: compare versions only; ignore heartbeats and the bound. */
+  versionOnly: boolean;
+  noHeartbeat: boolean;
+}
+
+export interface FreshnessStats {
+  verified_at: number | null;
+  heartbeats: number;
+  checks: number;
+  check_failures: number;
+  divergences: number;
+  behind: number;
+}
+
+/**
+ * Keeps the proof that a replica is current. A proof is an observation of
+ * the source's `(epoch, version, digest)` that this replica's generation
+ * matches (now, or at that version in its recent history). The replica is
+ * fresh while its last proof is at most `maxStalenessMs` old; heartbeats from
+ * the writers renew it several times a second, and when they stop the
+ * replica reads the source itself (`staleCheckMs`).
+ *
+ * What is not a proof starts a repair: a newer version waits `graceMs` for
+ * its events, then the missing events are fetched (or the source loaded); a
+ * digest that differs at the same version is read again after `graceMs` (a
+ * foreign writer publishes just after its commit) and, if still different,
+ * reloads; a source behind this replica, or in another epoch, reloads at once.
+ * Heartbeats never repair by themselves: they only make the replica read the
+ * source, so a forged one costs a read, not a reload.
+ */
+export class Freshness<V> {
+  readonly #host: FreshnessHost<V>;
+  readonly #o: FreshnessOptions;
+  #verifiedAt = -Infinity;
+  /** The newest observation ahead of this replica, and since when we have been behind. */
+  #target: Observation | undefined;
+  #behindSince: number | undefined;
+  #mismatchSince: number | undefined;
+  #checking: Promise<void> | undefined;
+  #checkAgain = false;
+  #tick: TimerHandle | undefined;
+  #repairTimer: TimerHandle | undefined;
+  #periodic: TimerHandle | undefined;
+  #closed = false;
+  readonly #stats: FreshnessStats = {
+    verified_at: null,
+    heartbeats: 0,
+    checks: 0,
+    check_failures: 0,
+    divergences: 0,
+    behind: 0,
+  };
+
+  constructor(host: FreshnessHost<V>, options: FreshnessOptions) {
+    this.#host = host;
+    this.#o = options;
+  }
+
+  /** Whether the last proof is recent enough for `ready`. */
+  fresh(now = this.#host.clock.now()): boolean {
+    if (this.#o.maxStalenessMs === 0 || this.#o.noHeartbeat) return true;
+    return now - this.#verifiedAt <= this.#o.maxStalenessMs;
+  }
+
+  get verifiedAt(): number {
+    return this.#verifiedAt;
+  }
+
+  stats(): FreshnessStats {
+    return { ...this.#stats, verified_at: Number.isFinite(this.#verifiedAt) ? this.#verifiedAt : null };
+  }
+
+  start(): void {
+    this.#armTick();
+    this.#armPeriodic();
+  }
+
+  close(): void {
+    this.#closed = true;
+    const { clock } = this.#host;
+    for (const timer of [this.#tick, this.#repairTimer, this.#periodic]) if (timer) clock.clearTimeout(timer);
+  }
+
+  /** A snapshot was swapped in: it was the source's state when the load began. */
+  onSynced(readAt: number): void {
+    this.#target = undefined;
+    this.#behindSince = undefined;
+    this.#mismatchSince = undefined;
+    this.#prove(readAt);
+  }
+
+  /** A heartbeat arrived on the bus. */
+  onHeartbeat(o: Observation): void {
+    this.#stats.heartbeats++;
+    if (this.#o.noHeartbeat) return;
+    this.#observe(o);
+  }
+
+  /** The serving generation released events: a target it was waiting for may be reached. */
+  onAdvanced(): void {
+    const target = this.#target;
+    const gen = this.#host.serving();
+    if (!target || !gen || gen.version < target.version) return;
+    this.#target = undefined;
+    this.#behindSince = undefined;
+    this.#observe(target);
+  }
+
+  /** A state read from the source by this replica (e.g. with a catch-up's changes). */
+  onSourceState(state: SourceState, readAt: number, fromBucket: number, localVersionAtRead: number): void {
+    this.#observe({ ...state, fromBucket, readAt, authoritative: true, localVersionAtRead });
+  }
+
+  /** Reads the source's state now (single-flight). Resolves when compared. */
+  check(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    if (this.#checking) {
+      this.#checkAgain = true;
+      return this.#checking;
+    }
+    this.#checking = this.#runChecks().finally(() => {
+      this.#checking = undefined;
+    });
+    return this.#checking;
+  }
+
+  async #runChecks(): Promise<void> {
+    do {
+      this.#checkAgain = false;
+      await this.#checkOnce();
+    } while (this.#checkAgain && !this.#closed);
+  }
+
+  async #checkOnce(): Promise<void> {
+    const gen = this.#host.serving();
+    if (!gen) return;
+    const { clock, source } = this.#host;
+    const readAt = clock.now();
+    const localVersionAtRead = gen.version;
+    const fromBucket = comparableFrom(readAt);
+    this.#stats.checks++;
+    let state: SourceState;
+    try {
+      state = source.state
+        ? await source.state(fromBucket)
+        : { epoch: gen.epoch, version: await source.version() };
+    } catch (err) {
+      this.#stats.check_failures++;
+      this.#host.logger.warn({ err: describeError(err) }, 'source check failed');
+      return;
+    }
+    if (this.#closed) return;
+    this.#observe({ ...state, fromBucket, readAt, authoritative: true, localVersionAtRead });
+  }
+
+  #observe(o: Observation): void {
+    const gen = this.#host.serving();
+    if (!gen || this.#closed) return;
+    const now = this.#host.clock.now();
+    if (o.epoch !== gen.epoch) {
+      if (!o.authoritative) return void this.check();
+      if (this.#host.resyncing()) return;
+      this.#host.logger.warn(
+        { local: gen.epoch, source: o.epoch },
+        'the source is in another epoch: reloading',
+      );
+      return this.#host.resync('epoch');
+    }
+    if (o.version > gen.version) return this.#behind(o, now);
+    if (o.authoritative && o.version < (o.localVersionAtRead ?? gen.version)) {
+      // Every event applied here was committed before this read: the source lost it, or it was forged.
+      if (this.#host.resyncing()) return;
+      this.#host.logger.warn(
+        { local: gen.version, source: o.version },
+        'replica ahead of its source: reloading',
+      );
+      return this.#host.resync('ahead');
+    }
+    const local = this.#localDigest(gen, o, now);
+    if (local === undefined) {
+      // Nothing to compare at that version: only the current version proves anything.
+      if (o.version === gen.version) this.#prove(o.readAt);
+      return;
+    }
+    if (local === o.digest) {
+      this.#mismatchSince = undefined;
+      this.#prove(o.readAt);
+      return;
+    }
+    this.#mismatch(o, now);
+  }
+
+  /** This generation's digest comparable with `o`; undefined when there is nothing to compare. */
+  #localDigest(gen: Generation<V>, o: Observation, now: number): string | undefined {
+    if (this.#o.versionOnly || o.digest === undefined || !gen.hasDigest) return undefined;
+    let fromBucket = -Infinity;
+    if (this.#o.expiring) {
+      // Buckets this replica may already have begun to expire are not comparable.
+      if (o.fromBucket === undefined || o.fromBucket < bucketOf(now) + 1) return undefined;
+      fromBucket = o.fromBucket;
+    }
+    return gen.digestAt(o.version, fromBucket);
+  }
+
+  #behind(o: Observation, now: number): void {
+    if (!this.#target || o.version >= this.#target.version) this.#target = o;
+    if (this.#behindSince === undefined) {
+      this.#behindSince = now;
+      this.#stats.behind++;
+    }
+    const due = this.#behindSince + this.#o.graceMs;
+    if (now < due) return this.#armRepair(due);
+    // The events had their grace: ask the source (a heartbeat may lie), or repair (a read does not).
+    if (!o.authoritative) return void this.check();
+    if (this.#host.resyncing()) return;
+    this.#host.catchUp('behind', this.#target.version);
+  }
+
+  #mismatch(o: Observation, now: number): void {
+    this.#mismatchSince ??= now;
+    const due = this.#mismatchSince + this.#o.graceMs;
+    if (now < due || !o.authoritative) {
+      if (now < due) this.#armRepair(due);
+      else void this.check();
+      return;
+    }
+    if (this.#host.resyncing()) return;
+    const gen = this.#host.serving();
+    this.#stats.divergences++;
+    this.#mismatchSince = undefined;
+    this.#host.logger.warn(
+      { version: o.version, local: gen?.digestAt(o.version, o.fromBucket ?? -Infinity), source: o.digest },
+      'replica diverged from its source (same version, different content): reloading',
+    );
+    this.#host.resync('diverged');
+  }
+
+  /** At `due`, re-examine: still behind or still different means a read of the source. */
+  #armRepair(due: number): void {
+    if (this.#repairTimer) return;
+    const { clock } = this.#host;
+    this.#repairTimer = clock.setTimeout(
+      () => {
+        this.#repairTimer = undefined;
+        if (this.#closed) return;
+        const gen = this.#host.serving();
+        const behind = this.#target && gen && gen.version < this.#target.version;
+        if (behind || this.#mismatchSince !== undefined) void this.check();
+      },
+      Math.max(0, due - clock.now()),
+    );
+    this.#repairTimer.unref?.();
+  }
+
+  #prove(readAt: number): void {
+    const at = Math.min(readAt, this.#host.clock.now());
+    if (at <= this.#verifiedAt) return;
+    const wasFresh = this.fresh();
+    this.#verifiedAt = at;
+    this.#stats.verified_at = at;
+    if (!wasFresh) this.#host.changed();
+  }
+
+  /**
+   * One timer for the bound: at verifiedAt + staleCheckMs it reads the source
+   * (no heartbeat proved anything meanwhile), at verifiedAt + maxStalenessMs
+   * the replica stops being fresh. Heartbeats only move verifiedAt; the timer
+   * notices when it fires.
+   */
+  #armTick(): void {
+    if (this.#closed || this.#o.maxStalenessMs === 0 || this.#o.noHeartbeat) return;
+    const { clock } = this.#host;
+    const now = clock.now();
+    const checkAt = this.#verifiedAt + this.#o.staleCheckMs;
+    const staleAt = this.#verifiedAt + this.#o.maxStalenessMs;
+    // While unproven, check again every staleCheckMs / 2 (a failing source, a check still behind).
+    const next = now < checkAt ? checkAt : now < staleAt ? staleAt : now + this.#o.staleCheckMs / 2;
+    this.#tick = clock.setTimeout(
+      () => {
+        this.#tick = undefined;
+        if (this.#closed) return;
+        const t = clock.now();
+        if (t >= this.#verifiedAt + this.#o.staleCheckMs && this.#host.serving()) void this.check();
+        if (!this.fresh(t)) this.#host.changed();
+        this.#armTick();
+      },
+      Math.max(1, next - now),
+    );
+    this.#tick.unref?.();
+  }
+
+  #armPeriodic(): void {
+    if (this.#closed || this.#o.checkIntervalMs === 0) return;
+    this.#periodic = this.#host.clock.setTimeout(() => {
+      this.#periodic = undefined;
+      void this.check().finally(() => this.#armPeriodic());
+    }, this.#o.checkIntervalMs);
+    this.#periodic.unref?.();
+  }
+}
