@@ -60,7 +60,7 @@ export function readHeartbeat(event: ParsedEvent): Heartbeat {
     dataset,
     epoch: epoch,
     version,
-    digest: digest as string | undefined,
+    digest: digest,
     digestFrom: digestFrom as number | undefined,
     readAt,
   };

@@ -78,9 +78,8 @@ export class MemorySource<V> implements SnapshotSource<V> {
   write(change: Change<V>): number {
     this.#apply(change);
     this.#version++;
-    const encode = this.#dataset?.encode;
-    if (encode) {
-      this.#log.push({ version: this.#version, event: encode.call(this.#dataset, change) });
+    if (this.#dataset?.encode) {
+      this.#log.push({ version: this.#version, event: this.#dataset.encode(change) });
       if (this.#log.length > this.#logSize) this.#log.shift();
     }
     return this.#version;
