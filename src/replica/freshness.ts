@@ -83,6 +83,8 @@ export class Freshness<V> {
   readonly #host: FreshnessHost<V>;
   readonly #o: FreshnessOptions;
   #verifiedAt = -Infinity;
+  /** When a change nobody versioned (a foreign publisher, or a forger) was last applied. */
+  #unverifiedAt = -Infinity;
   /** The newest observation ahead of this replica, and since when we have been behind. */
   #target: Observation | undefined;
   #behindSince: number | undefined;
@@ -107,10 +109,23 @@ export class Freshness<V> {
     this.#o = options;
   }
 
-  /** Whether the last proof is recent enough for `ready`. */
+  /**
+   * Whether the last proof is recent enough for `ready`, and came after the
+   * last unversioned change (which nothing orders: a foreign publisher's
+   * event can be stale, or forged, so it counts only once a proof covers it).
+   */
   fresh(now = this.#host.clock.now()): boolean {
     if (this.#o.maxStalenessMs === 0 || this.#o.noHeartbeat) return true;
-    return now - this.#verifiedAt <= this.#o.maxStalenessMs;
+    return now - this.#verifiedAt <= this.#o.maxStalenessMs && this.#verifiedAt >= this.#unverifiedAt;
+  }
+
+  /** An unversioned change was applied: not fresh until a proof read after it. */
+  onUnverifiedChange(): void {
+    const wasFresh = this.fresh();
+    this.#unverifiedAt = this.#host.clock.now();
+    if (wasFresh && !this.fresh()) this.#host.changed();
+    // One read of the source proves it (or finds the divergence) without waiting for a heartbeat.
+    if (this.#host.serving()) void this.check();
   }
 
   get verifiedAt(): number {

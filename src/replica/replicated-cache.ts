@@ -90,7 +90,10 @@ export class ReplicatedCache<V> {
       waiting: () => this.#gen?.heldEvents() ?? [],
       takeEpochEvents: (epoch) => this.#takeEpochEvents(epoch),
       offer: (gen, event) => this.#offer(gen, event),
-      swap: (gen, done) => this.#swap(gen, done.reason, done.startedAt, done.busStayedUp),
+      swap: (gen, done) => {
+        this.#swap(gen, done.reason, done.startedAt, done.busStayedUp);
+        if (done.unversioned) this.#freshness.onUnverifiedChange();
+      },
       beginLoad: () => this.#busWatch(),
       failed: (err, reason, retryInMs) => this.#resyncFailed(err, reason, retryInMs),
       gap: () => this.#counters.gaps++,
@@ -178,6 +181,14 @@ export class ReplicatedCache<V> {
     if (this.#refuseReads) this.#unavailable();
     const out: V[] = [];
     if (this.#gen) for (const value of this.#gen.store.values()) if (this.#live(value)) out.push(value);
+    return out;
+  }
+
+  /** Every live entry as [key, value] (a copy). */
+  entries(): Array<[string, V]> {
+    if (this.#refuseReads) this.#unavailable();
+    const out: Array<[string, V]> = [];
+    if (this.#gen) for (const entry of this.#gen.store.entries()) if (this.#live(entry[1])) out.push(entry);
     return out;
   }
 
@@ -342,6 +353,7 @@ export class ReplicatedCache<V> {
     if (event.version === undefined) {
       gen.applyUnversioned(event.change);
       this.#noteApplied(gen, event);
+      this.#freshness.onUnverifiedChange();
       return;
     }
     if (event.epoch !== undefined && event.epoch !== gen.epoch)
@@ -611,6 +623,8 @@ export class ReplicatedCache<V> {
       heartbeats: f.heartbeats,
       source_checks: f.checks,
       source_check_failures: f.check_failures,
+      repairing: this.#repairing ?? null,
+      source_failing: this.#sourceFailing,
       last_resync_at: isoOrNull(c.lastResyncAt),
       last_resync_reason: c.lastResyncReason,
       degraded_read_policy: this.#o.degradedReads,

@@ -52,7 +52,10 @@ export interface ResyncHost<V> {
   offer(gen: Generation<V>, event: VersionedEvent<V>): void;
   /** Called as a load begins; what it returns tells, at the swap, whether the bus stayed up meanwhile. */
   beginLoad(): () => boolean;
-  swap(gen: Generation<V>, done: { reason: ResyncReason; startedAt: number; busStayedUp: boolean }): void;
+  swap(
+    gen: Generation<V>,
+    done: { reason: ResyncReason; startedAt: number; busStayedUp: boolean; unversioned: boolean },
+  ): void;
   failed(err: unknown, reason: ResyncReason, retryInMs: number): void;
   /** Counts a load thrown away because events between it and the buffer were lost. */
   gap(): void;
@@ -121,8 +124,9 @@ export class Resync<V> {
       return this.#running;
     }
     this.#active = true;
-    this.#running = this.#run(reason);
-    return this.#running;
+    const run = this.#run(reason);
+    this.#running = run;
+    return run;
   }
 
   /** Ends backoff pauses; the run in flight finishes its load and stops. */
@@ -135,7 +139,6 @@ export class Resync<V> {
     try {
       await this.#loop(first);
     } finally {
-      // Cleared in the same tick as the last swap: whoever the swap wakes sees no resync running.
       this.#active = false;
       this.#log = undefined;
     }
@@ -180,9 +183,18 @@ export class Resync<V> {
         await this.#pauses.pause(backoffDelay(Math.min(failures++, 3), host.retryBaseMs, host.retryMaxMs));
         continue;
       }
-      host.swap(gen, { reason, startedAt, busStayedUp: busStayedUp() });
+      host.swap(gen, {
+        reason,
+        startedAt,
+        busStayedUp: busStayedUp(),
+        unversioned: log.unversioned.length > 0,
+      });
       if (gen.reloadAt !== undefined) this.#again ??= 'reload';
-      if (this.#again === undefined) return;
+      if (this.#again === undefined) {
+        // In the same tick as the decision: a request from now on starts a new run, none is lost.
+        this.#active = false;
+        return;
+      }
       reason = this.#again;
     }
   }

@@ -37,6 +37,10 @@ export interface ReplicaStats {
   /** Reads of the source's state by this replica (no heartbeat proved it current, or the backstop). */
   source_checks: number;
   source_check_failures: number;
+  /** Why the replica is repairing itself right now (a lost event, a divergence, a new epoch), or null. */
+  repairing: string | null;
+  /** The source read last failed (a resync keeps retrying with backoff). */
+  source_failing: boolean;
   last_resync_at: string | null;
   last_resync_reason: ResyncReason | null;
   degraded_read_policy: string;

@@ -85,11 +85,12 @@ export class MemorySource<V> implements SnapshotSource<V> {
     return this.#version;
   }
 
-  /** A write that bypasses versions (a foreign writer, like the seed's Python job): the digest still follows. */
+  /**
+   * A write that bypasses versions (a foreign writer, like the seed's Python
+   * job with the PostgreSQL trigger): the digest follows, the log does not.
+   */
   writeUnversioned(change: Change<V>): void {
     this.#apply(change);
-    // The log can no longer replay the content: changesSince now answers undefined until a later write.
-    this.#log = [];
   }
 
   /** A restart that lost everything: a new epoch at version 0. */
@@ -154,7 +155,9 @@ export class MemorySource<V> implements SnapshotSource<V> {
 
   #state(fromBucket: number): SourceState {
     const state: SourceState = { epoch: this.#epoch, version: this.#version };
-    if (this.digestAlgorithm) state.digest = this.#digest.combined(fromBucket);
+    // Entries that never expire are all in one bucket: the limit is for expiring ones.
+    const from = this.#dataset?.expireAt ? fromBucket : -Infinity;
+    if (this.digestAlgorithm) state.digest = this.#digest.combined(from);
     return state;
   }
 
