@@ -242,6 +242,13 @@ export class Freshness<V> {
       );
       return this.#host.resync('ahead');
     }
+    if (!o.authoritative && o.version < gen.version) {
+      // A heartbeat older than this replica's state proves it only if the replica moved on after
+      // the heartbeat's read: a version applied here before the source had it was forged.
+      const next = gen.releasedAt(o.version + 1);
+      if (next === undefined) return;
+      if (next <= o.readAt) return void this.check();
+    }
     const local = this.#localDigest(gen, o, now);
     if (local === undefined) {
       // Nothing to compare at that version: only the current version proves anything.

@@ -55,6 +55,7 @@ export interface GenerationInit<V> {
   store: Store<V>;
   /** The source's digest, adopted once this generation reaches `atVersion`. */
   digest?: { atVersion: number; buckets: Array<[number, string]> } | undefined;
+  now: () => number;
 }
 
 /**
@@ -78,8 +79,11 @@ export class Generation<V> {
   #pendingDigest: { atVersion: number; buckets: Array<[number, string]> } | undefined;
   /** Digest deltas of commutative changes applied before their version was released. */
   readonly #early = new Map<number, DigestDelta[]>();
-  /** Per released version, the digest deltas it made (the last HISTORY versions). */
-  readonly #history: Array<{ version: number; deltas: DigestDelta[] }> = [];
+  /** Per released version, the digest deltas it made and when (the last HISTORY versions). */
+  readonly #history: Array<{ version: number; deltas: DigestDelta[]; at: number }> = [];
+  /** Unversioned changes applied while the source's digest waits to be adopted: they go on top of it. */
+  readonly #beforeAdoption: DigestDelta[] = [];
+  readonly #now: () => number;
   /** History before this version is unusable: an unversioned change or a replace came after it. */
   #historyFloor: number;
   /** A released `reload` marker: this generation's data is behind its version until the next load. */
@@ -93,6 +97,7 @@ export class Generation<V> {
     this.#seq = new Sequencer(init.version);
     this.#historyFloor = init.version;
     this.#pendingDigest = init.hasher ? init.digest : undefined;
+    this.#now = init.now;
     this.#adoptDigestIfDue();
   }
 
@@ -178,6 +183,8 @@ export class Generation<V> {
     if (change.kind === 'reload') return;
     const deltas = this.#apply(change);
     if (this.#digest) for (const d of deltas) this.#digest.xor(d.bucket, d.hi, d.lo);
+    // The source's digest knows nothing of it (forged, or stale): it must show once adopted.
+    else if (this.#pendingDigest) this.#beforeAdoption.push(...deltas);
     this.#historyFloor = this.version;
   }
 
@@ -210,10 +217,17 @@ export class Generation<V> {
     return xorHex(current, combineDeltas(since, fromBucket));
   }
 
+  /** When this generation released `version`, if its history still has it. */
+  releasedAt(version: number): number | undefined {
+    const first = this.#history[0];
+    if (!first || version < first.version || version > this.version) return undefined;
+    return this.#history[version - first.version]?.at;
+  }
+
   #record(version: number, deltas: DigestDelta[]): void {
     if (!this.#digest) return;
     for (const d of deltas) this.#digest.xor(d.bucket, d.hi, d.lo);
-    this.#history.push({ version, deltas });
+    this.#history.push({ version, deltas, at: this.#now() });
     if (this.#history.length > HISTORY) this.#history.shift();
   }
 
@@ -222,6 +236,7 @@ export class Generation<V> {
     if (!pending || pending.atVersion !== this.version) return;
     this.#pendingDigest = undefined;
     this.#digest = Digest.from(pending.buckets);
+    for (const d of this.#beforeAdoption.splice(0)) this.#digest.xor(d.bucket, d.hi, d.lo);
     this.#history.length = 0;
     this.#historyFloor = this.version;
   }

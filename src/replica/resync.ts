@@ -170,6 +170,7 @@ export class Resync<V> {
           version: result.version,
           store,
           digest: result.digest,
+          now: () => host.clock.now(),
         });
       } catch (err) {
         const delay = backoffDelay(failures++, host.retryBaseMs, host.retryMaxMs);
