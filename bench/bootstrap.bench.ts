@@ -11,7 +11,7 @@ import { createClient } from 'redis';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
-import { blacklistSource } from '../src/sources/blacklist-source.ts';
+import { blacklistKeys, blacklistSource } from '../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../src/sources/redis-source.ts';
 import type { Row } from './lib.ts';
 import {
@@ -46,7 +46,10 @@ async function replicaStart(client: RedisClient, scanCount: number): Promise<num
   const replica = new ReplicatedCache<number>({
     dataset: blacklistDataset,
     bus: new MemoryBus(new MemoryBroker()),
-    source: blacklistSource(client, { prefix: PREFIX, versionKey: VERSION_KEY, scanCount }),
+    source: blacklistSource(client, {
+      keys: { ...blacklistKeys('bench'), prefix: PREFIX, versionKey: VERSION_KEY },
+      scanCount,
+    }),
     versionCheckIntervalMs: 0,
   });
   const redisCpu = await redisCpuMs(client);

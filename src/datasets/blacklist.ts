@@ -15,6 +15,8 @@ export const BLACKLIST_KEY_PREFIX = 'blacklist:';
  */
 export const BLACKLIST_EPOCH_S = 1_704_067_200; // 2024-01-01T00:00:00Z
 const MAX_OFFSET = 2 ** 30 - 1;
+/** The latest expiry a replica can hold exactly (2058): writers cap revocations there. */
+export const BLACKLIST_MAX_EXPIRE_AT_S = BLACKLIST_EPOCH_S + MAX_OFFSET;
 
 export function toBlacklistValue(expireAtSeconds: number): number {
   return Math.min(MAX_OFFSET, Math.max(0, Math.ceil(expireAtSeconds) - BLACKLIST_EPOCH_S));

@@ -14,19 +14,17 @@ export async function appendToOutbox(
   tx: pg.PoolClient,
   event: { dataset: string; topic: string; payload: Record<string, unknown> },
 ): Promise<number> {
-  const { rows } = await tx.query<{ version: string }>(
+  const { rows } = await tx.query<{ version: string; epoch: string }>(
     `INSERT INTO cachecast_versions AS v (dataset, version) VALUES ($1, 1)
      ON CONFLICT (dataset) DO UPDATE SET version = v.version + 1
-     RETURNING version::text AS version`,
+     RETURNING version::text AS version, epoch`,
     [event.dataset],
   );
   const version = Number(rows[0]!.version);
-  await tx.query('INSERT INTO cachecast_outbox (dataset, version, topic, payload) VALUES ($1, $2, $3, $4)', [
-    event.dataset,
-    version,
-    event.topic,
-    JSON.stringify(event.payload),
-  ]);
+  await tx.query(
+    'INSERT INTO cachecast_outbox (dataset, version, epoch, topic, payload) VALUES ($1, $2, $3, $4, $5)',
+    [event.dataset, version, rows[0]!.epoch, event.topic, JSON.stringify(event.payload)],
+  );
   // Delivered only on commit; a rolled-back write wakes nobody.
   await tx.query('SELECT pg_notify($1, $2)', [OUTBOX_CHANNEL, event.dataset]);
   return version;

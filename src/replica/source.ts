@@ -59,6 +59,8 @@ export interface SourceState {
   version: number;
   /** Combined digest (16 hex digits) of the buckets >= the requested one; absent without a digest. */
   digest?: string;
+  /** Committed events not yet published, when the source keeps them (the writers' heartbeats report it). */
+  pending?: number;
 }
 
 export interface SourceChange {

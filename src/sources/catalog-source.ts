@@ -13,5 +13,7 @@ export function catalogSource(pool: pg.Pool): PostgresSource<Character, Characte
     selectAll: `SELECT ${CHARACTER_COLUMNS} FROM characters ORDER BY code`,
     selectOne: `SELECT ${CHARACTER_COLUMNS} FROM characters WHERE id::text = $1`,
     toEntry: (row) => [row.id, row],
+    // The characters table keeps its digest with a trigger (db/migrations.ts).
+    digest: true,
   });
 }

@@ -1,69 +1,198 @@
 import type { createClient } from 'redis';
-import type { SnapshotSource } from '../replica/source.ts';
+import { CachecastError } from '../errors.ts';
+import type { DigestAlgorithm } from '../replica/digest.ts';
+import type {
+  SnapshotResult,
+  SnapshotSource,
+  SourceChange,
+  SourceChanges,
+  SourceState,
+} from '../replica/source.ts';
+import { CHANGES_SCRIPT, SNAPSHOT_STATE_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
 
 export type RedisClient = ReturnType<typeof createClient>;
+
+/**
+ * Where a Redis dataset keeps what the sync protocol needs beside its
+ * entries; its writer's script (e.g. REVOKE_SCRIPT) keeps them atomically
+ * with every write.
+ */
+export interface RedisProtocolKeys {
+  /** The epoch id (a string; created by the writer when missing). */
+  epochKey: string;
+  /** Hash: digest bucket -> 16 hex digits. */
+  digestKey: string;
+  /** List of recent changes, `version:...`, oldest first (capped). */
+  logKey: string;
+  /** List of committed events not yet published (reported as `pending`). */
+  pendingKey?: string;
+  /** Turns a log entry into its change; undefined when it is malformed. */
+  parseLogEntry(entry: string): SourceChange | undefined;
+}
 
 export interface RedisKeySourceOptions<V> {
   client: RedisClient;
   /** Every key under this prefix is an entry; the rest of the key is its key. */
   prefix: string;
-  /** A string integer bumped (INCR) in the same MULTI as every write. */
+  /** A string integer bumped (INCR) in the same atomic step as every write. */
   versionKey: string;
+  /** Epoch, digest and change log: without them the source offers versions only. */
+  protocol?: RedisProtocolKeys;
   /** Keys asked for per SCAN step. @default 1000 */
   scanCount?: number;
-  /** SCAN steps whose TTL pipelines may be in flight at once. @default 8 */
+  /** SCAN steps whose expiry pipelines may be in flight at once. @default 8 */
   parallelBatches?: number;
+  /** Changes `changesSince` returns at most (beyond: a full load is cheaper). @default 1000 */
+  maxChanges?: number;
   /** Builds the stored value from the entry's absolute expiry (epoch ms; undefined: no TTL). */
   toValue(expireAtMs: number | undefined): V | undefined;
   now?: () => number;
 }
 
+/** The lowest bucket, for "every bucket" in a script (Lua's tonumber has no -inf). */
+const ALL_BUCKETS = '-1e300';
+
+function bucketArg(fromBucket: number): string {
+  return Number.isFinite(fromBucket) ? String(fromBucket) : ALL_BUCKETS;
+}
+
 /**
  * A dataset kept as one Redis key per entry (seed 001's `blacklist:{jti}` with
- * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads TTLs in
- * pipelines, overlapping the next SCAN step with the current TTL batch.
+ * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads expiries
+ * in pipelines, overlapping the next SCAN step with the current batch.
  *
  * Redis cannot read many keys and a version atomically without blocking it, so
  * the version is read first: events newer than it are replayed over the
- * snapshot, which is harmless for idempotent entries.
+ * snapshot, which is harmless for idempotent entries. The digest is read
+ * after the data, with its version: the replica adopts it once it has
+ * replayed the events up to that version.
  */
 export class RedisKeySource<V> implements SnapshotSource<V> {
-  readonly #o: Required<Omit<RedisKeySourceOptions<V>, 'now'>> & { now: () => number };
+  readonly #o: Required<Omit<RedisKeySourceOptions<V>, 'now' | 'protocol'>> & {
+    now: () => number;
+    protocol: RedisProtocolKeys | undefined;
+  };
+  readonly digestAlgorithm: DigestAlgorithm | undefined;
+  #expireTime: boolean | undefined;
 
   constructor(options: RedisKeySourceOptions<V>) {
-    this.#o = { scanCount: 1000, parallelBatches: 8, now: Date.now, ...options };
+    this.#o = {
+      scanCount: 1000,
+      parallelBatches: 8,
+      maxChanges: 1000,
+      now: Date.now,
+      ...options,
+      protocol: options.protocol,
+    };
+    this.digestAlgorithm = options.protocol ? 'sha1' : undefined;
   }
 
-  async load(put: (key: string, value: V) => void): Promise<{ version: number }> {
-    const version = await this.version();
+  async load(put: (key: string, value: V) => void): Promise<SnapshotResult> {
+    const before = await this.#snapshotState();
     const { client, prefix, scanCount, parallelBatches } = this.#o;
     const inFlight: Array<Promise<void>> = [];
     for await (const keys of client.scanIterator({ MATCH: `${escapeGlob(prefix)}*`, COUNT: scanCount })) {
       if (keys.length === 0) continue;
-      inFlight.push(this.#readTtls(keys, put));
+      inFlight.push(this.#readExpiries(keys, put));
       if (inFlight.length >= parallelBatches) await inFlight.shift();
     }
     await Promise.all(inFlight);
-    return { version };
+    if (!this.#o.protocol) return { version: before.version };
+    const after = await this.#snapshotState();
+    if (after.epoch !== before.epoch) {
+      throw new CachecastError('SOURCE_FAILED', 'the source changed epoch during the load');
+    }
+    return {
+      version: before.version,
+      epoch: before.epoch,
+      digest: { atVersion: after.version, buckets: after.buckets },
+    };
   }
 
-  async #readTtls(keys: string[], put: (key: string, value: V) => void): Promise<void> {
+  async #snapshotState(): Promise<{ epoch: string; version: number; buckets: Array<[number, string]> }> {
+    const { client, versionKey, protocol } = this.#o;
+    if (!protocol) return { epoch: '', version: parseVersion(await client.get(versionKey)), buckets: [] };
+    const raw = (await client.eval(SNAPSHOT_STATE_SCRIPT, {
+      keys: [protocol.epochKey, versionKey, protocol.digestKey],
+    })) as string[];
+    const buckets: Array<[number, string]> = [];
+    for (let i = 2; i + 1 < raw.length; i += 2) buckets.push([Number(raw[i]), String(raw[i + 1])]);
+    return { epoch: String(raw[0]), version: parseVersion(raw[1]), buckets };
+  }
+
+  async #readExpiries(keys: string[], put: (key: string, value: V) => void): Promise<void> {
     const { client, prefix } = this.#o;
-    // Commands issued in one tick go out as one pipeline.
+    // EXPIRETIME (Redis 7) is the exact second a revocation was written with;
+    // older servers only have PTTL, which lands a few ms off it.
+    if (this.#expireTime !== false) {
+      try {
+        // Commands issued in one tick go out as one pipeline.
+        const at = await Promise.all(keys.map((key) => client.expireTime(key)));
+        this.#expireTime = true;
+        for (let i = 0; i < keys.length; i++) {
+          const s = at[i]!;
+          if (s === -2) continue; // expired between SCAN and EXPIRETIME
+          const value = this.#o.toValue(s === -1 ? undefined : s * 1000);
+          if (value !== undefined) put(keys[i]!.slice(prefix.length), value);
+        }
+        return;
+      } catch (err) {
+        if (this.#expireTime === true || !/unknown command/i.test(String(err))) throw err;
+        this.#expireTime = false;
+      }
+    }
     const ttls = await Promise.all(keys.map((key) => client.pTTL(key)));
     const now = this.#o.now();
     for (let i = 0; i < keys.length; i++) {
       const ttl = ttls[i]!;
-      if (ttl === -2) continue; // expired between SCAN and PTTL
+      if (ttl === -2) continue;
       const value = this.#o.toValue(ttl === -1 ? undefined : now + ttl);
       if (value !== undefined) put(keys[i]!.slice(prefix.length), value);
     }
   }
 
   async version(): Promise<number> {
-    const raw = await this.#o.client.get(this.#o.versionKey);
-    const version = raw === null ? 0 : Number(raw);
-    return Number.isSafeInteger(version) && version >= 0 ? version : 0;
+    return parseVersion(await this.#o.client.get(this.#o.versionKey));
+  }
+
+  async state(fromBucket: number): Promise<SourceState> {
+    const { client, versionKey, protocol } = this.#o;
+    if (!protocol) return { epoch: '', version: await this.version() };
+    const raw = (await client.eval(STATE_SCRIPT, {
+      keys: [protocol.epochKey, versionKey, protocol.digestKey, protocol.pendingKey ?? ''],
+      arguments: [bucketArg(fromBucket)],
+    })) as Array<string | number>;
+    return {
+      epoch: String(raw[0]),
+      version: parseVersion(raw[1]),
+      digest: String(raw[2]),
+      pending: Number(raw[3]),
+    };
+  }
+
+  async changesSince(epoch: string, version: number, fromBucket: number): Promise<SourceChanges | undefined> {
+    const { client, versionKey, protocol, maxChanges } = this.#o;
+    if (!protocol) return undefined;
+    const raw = (await client.eval(CHANGES_SCRIPT, {
+      keys: [protocol.epochKey, versionKey, protocol.logKey, protocol.digestKey, protocol.pendingKey ?? ''],
+      arguments: [epoch, String(version), bucketArg(fromBucket), String(maxChanges)],
+    })) as Array<string | number>;
+    if (Number(raw[4]) !== 1) return undefined;
+    const state: SourceState = {
+      epoch: String(raw[0]),
+      version: parseVersion(raw[1]),
+      digest: String(raw[2]),
+      pending: Number(raw[3]),
+    };
+    const changes: SourceChange[] = [];
+    for (const entry of raw.slice(5)) {
+      const change = protocol.parseLogEntry(String(entry));
+      // The log must hold exactly the versions after `version`, in order.
+      if (!change || change.version !== version + changes.length + 1) return undefined;
+      changes.push(change);
+    }
+    if (version + changes.length !== state.version) return undefined;
+    return { epoch: state.epoch, changes, state };
   }
 
   async get(key: string): Promise<V | undefined> {
@@ -71,6 +200,11 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
     if (ttl === -2) return undefined;
     return this.#o.toValue(ttl === -1 ? undefined : this.#o.now() + ttl);
   }
+}
+
+function parseVersion(raw: unknown): number {
+  const version = raw === null || raw === undefined ? 0 : Number(raw);
+  return Number.isSafeInteger(version) && version >= 0 ? version : 0;
 }
 
 /** SCAN MATCH is a glob: a prefix must match itself literally. */

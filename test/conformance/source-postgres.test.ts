@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Character } from '../../src/datasets/catalog.ts';
+import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import type { TestDatabase } from '../support/env.ts';
 import { testDatabase } from '../support/env.ts';
@@ -14,6 +15,7 @@ const idFor = (i: number): string => {
 };
 
 sourceConformance<Character>('postgres (catalog)', {
+  dataset: catalogDataset,
   async create() {
     const db = await testDatabase();
     databases.push(db);
@@ -21,6 +23,12 @@ sourceConformance<Character>('postgres (catalog)', {
       source: catalogSource(db.pool),
       set: async (_key, c) => void (await upsertCharacter(db.pool, c)),
       delete: async (key) => void (await deleteCharacter(db.pool, key)),
+      overwrites: true,
+      // A database restored empty: its versions row (and epoch) is gone with the rest.
+      reset: async () => {
+        await db.pool.query('TRUNCATE characters, cachecast_outbox');
+        await db.pool.query('DELETE FROM cachecast_versions');
+      },
     };
   },
   sample: (i) => {

@@ -9,7 +9,9 @@ import { blacklistDataset, blacklistExpireAtMs } from '../../src/datasets/blackl
 import { encodeEvent } from '../../src/events/codec.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { MemorySource } from '../../src/sources/memory-source.ts';
-import { blacklistSource } from '../../src/sources/blacklist-source.ts';
+import type { BlacklistKeys } from '../../src/sources/blacklist-source.ts';
+import { blacklistKeys, blacklistSource } from '../../src/sources/blacklist-source.ts';
+import { revokeInRedis } from '../support/blacklist-writes.ts';
 import type { RedisClient } from '../../src/sources/redis-source.ts';
 import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
 import { RABBITMQ_URL, redisClient, uniqueName } from '../support/env.ts';
@@ -54,29 +56,29 @@ async function start<V>(replica: ReplicatedCache<V>): Promise<ReplicatedCache<V>
   return replica;
 }
 
-/** Logout as the auth service does it: SET with the token's TTL and INCR the version in one MULTI. */
-async function revoke(prefix: string, versionKey: string, jti: string, expireAtS: number): Promise<number> {
-  const [, version] = await redis
-    .multi()
-    .set(prefix + jti, '1', { EXAT: expireAtS })
-    .incr(versionKey)
-    .exec();
-  return Number(version);
+/** Logout as the auth service commits it (its script); returns the version and epoch. */
+async function revoke(
+  keys: BlacklistKeys,
+  jti: string,
+  expireAtS: number,
+): Promise<{ version: number; epoch: string }> {
+  const result = await revokeInRedis(redis, keys, jti, expireAtS);
+  assert.ok(result, `${jti} was not revoked before`);
+  return result;
 }
 
 describe('replicas over RabbitMQ, loaded from Redis (the JWT blacklist)', () => {
   it('bootstraps from SCAN with TTLs, then follows logout events on every instance', async () => {
     const t = topic();
-    const prefix = `${base}:blacklist:`;
-    const versionKey = `${base}:version`;
+    const keys = blacklistKeys(`${base}:boot`);
     const nowS = Math.floor(Date.now() / 1000);
-    for (let i = 0; i < 3000; i++) await revoke(prefix, versionKey, `boot-${i}`, nowS + 600 + (i % 60));
+    for (let i = 0; i < 3000; i++) await revoke(keys, `boot-${i}`, nowS + 600 + (i % 60));
     const make = async () =>
       start(
         new ReplicatedCache<number>({
           dataset: { ...blacklistDataset, topic: t },
           bus: await bus(),
-          source: blacklistSource(redis, { prefix, versionKey, scanCount: 500 }),
+          source: blacklistSource(redis, { keys, scanCount: 500 }),
           versionCheckIntervalMs: 0,
         }),
       );
@@ -86,35 +88,35 @@ describe('replicas over RabbitMQ, loaded from Redis (the JWT blacklist)', () => 
       assert.equal(r.version, 3000);
       assert.equal(r.has('boot-7'), true);
       const expireAt = blacklistExpireAtMs(r.get('boot-7')!);
-      assert.ok(Math.abs(expireAt - (nowS + 607) * 1000) <= 1000, 'expiry taken from the TTL');
+      assert.equal(expireAt, (nowS + 607) * 1000, 'the exact expiry (EXPIRETIME)');
     }
     const publisher = await bus();
-    const version = await revoke(prefix, versionKey, 'logged-out', nowS + 900);
+    const { version, epoch } = await revoke(keys, 'logged-out', nowS + 900);
     const { body } = encodeEvent(
       { type: 'blacklist_added', jti: 'logged-out', expire_at: nowS + 900 },
-      { version, published_at: Date.now() },
+      { version, epoch, published_at: Date.now() },
     );
     await publisher.publish(t, body);
     await waitFor(() => a.has('logged-out') && b.has('logged-out'), 'both instances revoked the token', 5000);
     assert.equal(a.version, 3001);
   });
 
-  it('repairs an unpublished write through the periodic version check', async () => {
+  it('repairs an unpublished write from the change log, within the staleness bound', async () => {
     const t = topic();
-    const prefix = `${base}:quiet:`;
-    const versionKey = `${base}:quiet-version`;
+    const keys = blacklistKeys(`${base}:quiet`);
+    await revoke(keys, 'before', Math.floor(Date.now() / 1000) + 600);
     const replica = await start(
       new ReplicatedCache<number>({
         dataset: { ...blacklistDataset, topic: t },
         bus: await bus(),
-        source: blacklistSource(redis, { prefix, versionKey }),
-        versionCheckIntervalMs: 300,
-        versionCheckGraceMs: 100,
+        source: blacklistSource(redis, { keys }),
       }),
     );
-    await revoke(prefix, versionKey, 'never-announced', Math.floor(Date.now() / 1000) + 600);
-    await waitFor(() => replica.has('never-announced'), 'the version check to resync', 5000);
-    assert.equal(replica.stats().last_resync_reason, 'behind');
+    await revoke(keys, 'never-announced', Math.floor(Date.now() / 1000) + 600);
+    await waitFor(() => replica.has('never-announced'), 'the replica to find the revocation itself', 5000);
+    const stats = replica.stats();
+    assert.equal(stats.catch_ups, 1, 'one read of the log, no reload');
+    assert.equal(stats.resyncs, 1);
   });
 
   it('with CACHE_EVENT_SECRET, applies signed events and refuses forged ones off the real broker', async () => {

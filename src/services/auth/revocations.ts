@@ -1,52 +1,38 @@
 import type { Bus } from '../../bus/bus.ts';
 import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
-import { BLACKLIST_KEY_PREFIX, BLACKLIST_TOPIC } from '../../datasets/blacklist.ts';
+import { BLACKLIST_MAX_EXPIRE_AT_S, BLACKLIST_TOPIC } from '../../datasets/blacklist.ts';
 import { describeError } from '../../errors.ts';
 import { encodeEvent } from '../../events/codec.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import { BLACKLIST_VERSION_KEY } from '../../sources/blacklist-source.ts';
+import type { BlacklistKeys } from '../../sources/blacklist-source.ts';
+import { BLACKLIST_KEYS, parseRevocationEntry } from '../../sources/blacklist-source.ts';
+import { newEpoch } from '../../sources/memory-source.ts';
+import { REVOKE_SCRIPT } from '../../sources/redis-scripts.ts';
+import { DIGEST_BUCKET_S } from '../../replica/digest.ts';
 import type { RedisClient } from '../../sources/redis-source.ts';
 import { backoffDelay } from '../../util/backoff.ts';
 import { Pauses } from '../../util/pauses.ts';
 
-/** Far enough for any real token; keeps EXAT an integer Redis accepts. */
-const MAX_EXPIRE_AT = 2 ** 40;
-
 /** Revocations committed in Redis whose event is not yet confirmed by the broker. */
-export const BLACKLIST_OUTBOX_KEY = 'cachecast:outbox:blacklist';
+export const BLACKLIST_OUTBOX_KEY = BLACKLIST_KEYS.pendingKey;
 
-/**
- * One atomic step: the revocation, the version bump and the pending event.
- * A script rather than MULTI because a repeated logout must not bump the
- * version (SET NX decides), and the event must be recorded with the version
- * INCR returned, which MULTI cannot feed forward.
- */
-const REVOKE_SCRIPT = `
-if redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1], 'NX') then
-  local v = redis.call('INCR', KEYS[2])
-  redis.call('RPUSH', KEYS[3], v .. ':' .. ARGV[1] .. ':' .. ARGV[2])
-  return v
-end
-return 0`;
+/** Recent revocations kept for replicas that lost an event (a read, instead of a full load). */
+const LOG_SIZE = 10_000;
 
 interface Pending {
   entry: string;
   version: number;
   expireAt: number;
   jti: string;
+  /** The epoch it was committed in; unknown for entries left by an earlier release. */
+  epoch: string | undefined;
 }
 
-function parseEntry(entry: string): Pending | undefined {
-  const first = entry.indexOf(':');
-  const second = entry.indexOf(':', first + 1);
-  if (first < 0 || second < 0) return undefined;
-  const version = Number(entry.slice(0, first));
-  const expireAt = Number(entry.slice(first + 1, second));
-  const jti = entry.slice(second + 1);
-  if (!Number.isSafeInteger(version) || !Number.isSafeInteger(expireAt) || !jti) return undefined;
-  return { entry, version, expireAt, jti };
+function parseEntry(entry: string, epoch: string | undefined): Pending | undefined {
+  const parsed = parseRevocationEntry(entry);
+  return parsed && { entry, epoch, ...parsed };
 }
 
 export interface RevocationsOptions {
@@ -57,12 +43,8 @@ export interface RevocationsOptions {
   eventSecret?: string | undefined;
   /** How long a logout waits for the broker's confirm before leaving the event to the drainer. @default 2000 */
   publishWaitMs?: number;
-  /** @default 'blacklist:' */
-  prefix?: string;
-  /** @default BLACKLIST_OUTBOX_KEY */
-  outboxKey?: string;
-  /** @default BLACKLIST_VERSION_KEY */
-  versionKey?: string;
+  /** The blacklist's Redis keys. @default BLACKLIST_KEYS */
+  keys?: BlacklistKeys;
   /**
    * Seconds a revocation outlives the token's `exp`: verifiers accept a token
    * until exp + their clock skew, so the revocation must last at least as long.
@@ -93,9 +75,8 @@ export class Revocations {
   readonly #clock: Clock;
   readonly #secret: string | undefined;
   readonly #publishWaitMs: number;
-  readonly #prefix: string;
+  readonly #keys: BlacklistKeys;
   readonly #outboxKey: string;
-  readonly #versionKey: string;
   readonly #holdAfterExpiryS: number;
   readonly #pauses: Pauses;
   #draining: Promise<void> | undefined;
@@ -114,9 +95,8 @@ export class Revocations {
     this.#clock = options.clock ?? systemClock;
     this.#secret = options.eventSecret;
     this.#publishWaitMs = options.publishWaitMs ?? 2000;
-    this.#prefix = options.prefix ?? BLACKLIST_KEY_PREFIX;
-    this.#outboxKey = options.outboxKey ?? BLACKLIST_OUTBOX_KEY;
-    this.#versionKey = options.versionKey ?? BLACKLIST_VERSION_KEY;
+    this.#keys = options.keys ?? BLACKLIST_KEYS;
+    this.#outboxKey = this.#keys.pendingKey;
     this.#holdAfterExpiryS = options.holdAfterExpiryS ?? 31;
     if (!Number.isInteger(this.#holdAfterExpiryS) || this.#holdAfterExpiryS < 0) {
       throw new RangeError('holdAfterExpiryS must be an integer >= 0');
@@ -143,12 +123,20 @@ export class Revocations {
     // Whole seconds for EXAT, and past every verifier's skew window (a key with an
     // EXAT in the past would vanish at once while the token still verifies).
     const now = Math.floor(this.#clock.now() / 1000);
-    const expireAt = Math.max(now + 1, Math.min(Math.ceil(exp), MAX_EXPIRE_AT) + this.#holdAfterExpiryS);
-    const keys = [this.#prefix + jti, this.#versionKey, this.#outboxKey];
-    const result = await this.#redis.eval(REVOKE_SCRIPT, { keys, arguments: [String(expireAt), jti] });
-    const version = Number(result);
-    if (version === 0) return { added: false, version: undefined, published: false };
-    const pending: Pending = { entry: `${version}:${expireAt}:${jti}`, version, expireAt, jti };
+    // Capped where replicas can store it exactly (the digest hashes the same number on both sides).
+    const expireAt = Math.min(
+      BLACKLIST_MAX_EXPIRE_AT_S,
+      Math.max(now + 1, Math.ceil(exp) + this.#holdAfterExpiryS),
+    );
+    const k = this.#keys;
+    const keys = [k.prefix + jti, k.versionKey, k.pendingKey, k.epochKey, k.digestKey, k.logKey];
+    const result = await this.#redis.eval(REVOKE_SCRIPT, {
+      keys,
+      arguments: [String(expireAt), jti, newEpoch(), String(LOG_SIZE), String(DIGEST_BUCKET_S)],
+    });
+    if (!Array.isArray(result)) return { added: false, version: undefined, published: false };
+    const [version, epoch] = result as [number, string];
+    const pending: Pending = { entry: `${version}:${expireAt}:${jti}`, version, expireAt, jti, epoch };
     return { added: true, version, published: await this.#publishSoon(pending) };
   }
 
@@ -182,7 +170,7 @@ export class Revocations {
   /** Publishes one event and clears it from the pending list; false on failure (it stays pending). */
   async #publish(pending: Pending): Promise<boolean> {
     const payload = { type: 'blacklist_added', jti: pending.jti, expire_at: pending.expireAt };
-    const envelope = { version: pending.version, published_at: this.#clock.now() };
+    const envelope = { version: pending.version, epoch: pending.epoch, published_at: this.#clock.now() };
     const { body, headers } = encodeEvent(payload, envelope, this.#secret);
     try {
       await this.#bus.publish(BLACKLIST_TOPIC, body, { headers });
@@ -212,10 +200,14 @@ export class Revocations {
   async drainOnce(): Promise<number> {
     this.#draining ??= (async () => {
       try {
-        const entries = await this.#redis.lRange(this.#outboxKey, 0, 499);
+        const [entries, epoch] = await Promise.all([
+          this.#redis.lRange(this.#outboxKey, 0, 499),
+          this.#redis.get(this.#keys.epochKey),
+        ]);
         for (const entry of entries) {
           if (this.#closed) break;
-          const pending = parseEntry(entry);
+          // Pending entries are in the current epoch: a restart that lost the epoch lost them too.
+          const pending = parseEntry(entry, epoch ?? undefined);
           if (!pending) {
             this.#logger.warn({}, 'dropping a malformed pending revocation event');
             await this.#redis.lRem(this.#outboxKey, 1, entry);

@@ -1,0 +1,94 @@
+/**
+ * The Lua that keeps a Redis dataset's epoch, version, digest and change log
+ * atomic with its data (Redis runs a script alone). Digest values are 16 hex
+ * digits, XORed as two 32-bit halves with Redis's `bit` library; an entry's
+ * hash is the first 16 hex digits of `redis.sha1hex(text)`, as replica/digest.ts
+ * computes with SHA-1.
+ */
+
+const XOR_HEX = `
+local function xorhex(a, b)
+  local hi = bit.bxor(tonumber(string.sub(a, 1, 8), 16), tonumber(string.sub(b, 1, 8), 16))
+  local lo = bit.bxor(tonumber(string.sub(a, 9, 16), 16), tonumber(string.sub(b, 9, 16), 16))
+  return bit.tohex(hi, 8) .. bit.tohex(lo, 8)
+end
+local function combined(digestKey, from)
+  local acc = '0000000000000000'
+  local all = redis.call('HGETALL', digestKey)
+  for i = 1, #all, 2 do
+    if tonumber(all[i]) >= from then acc = xorhex(acc, all[i + 1]) end
+  end
+  return acc
+end
+`;
+
+/**
+ * State: KEYS epoch, version, digest, pending; ARGV fromBucket.
+ * Returns [epoch or '', version, combined digest of buckets >= fromBucket, pending events].
+ */
+export const STATE_SCRIPT = `${XOR_HEX}
+local pending = 0
+if KEYS[4] ~= '' then pending = redis.call('LLEN', KEYS[4]) end
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0',
+  combined(KEYS[3], tonumber(ARGV[1])), pending}`;
+
+/** For a load: KEYS epoch, version, digest. Returns [epoch or '', version, bucket, hex, bucket, hex, ...]. */
+export const SNAPSHOT_STATE_SCRIPT = `
+local out = {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0'}
+local all = redis.call('HGETALL', KEYS[3])
+for i = 1, #all do out[#out + 1] = all[i] end
+return out`;
+
+/**
+ * Changes since a version: KEYS epoch, version, log, digest, pending;
+ * ARGV epoch, sinceVersion, fromBucket, maxChanges. Returns [epoch, version,
+ * digest, pending, complete (1/0), entries...], the entries (from the log's
+ * tail) only when the log holds every version after sinceVersion.
+ */
+export const CHANGES_SCRIPT = `${XOR_HEX}
+local epoch = redis.call('GET', KEYS[1]) or ''
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+local pending = 0
+if KEYS[5] ~= '' then pending = redis.call('LLEN', KEYS[5]) end
+local out = {epoch, tostring(version), combined(KEYS[4], tonumber(ARGV[3])), pending, 0}
+local n = version - tonumber(ARGV[2])
+if epoch ~= ARGV[1] or n < 0 or n > tonumber(ARGV[4]) or n > redis.call('LLEN', KEYS[3]) then return out end
+out[5] = 1
+if n > 0 then
+  for _, entry in ipairs(redis.call('LRANGE', KEYS[3], -n, -1)) do out[#out + 1] = entry end
+end
+return out`;
+
+/**
+ * The revocation (seed 001's logout) and everything that must change with it,
+ * in one step: KEYS blacklist:{jti}, version, pending, epoch, digest, log;
+ * ARGV exat, jti, an epoch id to use if the source has none, log size, bucket
+ * width (s). A repeated logout changes nothing (SET NX decides) and returns 0;
+ * otherwise [the new version, the epoch]. A source without an epoch (new, or restarted
+ * empty) starts one: versions of the old one are never compared with it.
+ */
+export const REVOKE_SCRIPT = `${XOR_HEX}
+if not redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1], 'NX') then return 0 end
+local epoch = redis.call('GET', KEYS[4])
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', KEYS[4], epoch)
+  redis.call('DEL', KEYS[6])
+end
+local v = redis.call('INCR', KEYS[2])
+local entry = v .. ':' .. ARGV[1] .. ':' .. ARGV[2]
+redis.call('RPUSH', KEYS[3], entry)
+redis.call('RPUSH', KEYS[6], entry)
+redis.call('LTRIM', KEYS[6], -tonumber(ARGV[4]), -1)
+local width = tonumber(ARGV[5])
+local bucket = math.floor(tonumber(ARGV[1]) / width)
+local cur = redis.call('HGET', KEYS[5], bucket) or '0000000000000000'
+redis.call('HSET', KEYS[5], bucket, xorhex(cur, string.sub(redis.sha1hex(ARGV[2] .. '|' .. ARGV[1]), 1, 16)))
+if v % 64 == 0 then
+  -- Buckets that expired everywhere are never compared again.
+  local expired = math.floor(tonumber(redis.call('TIME')[1]) / width) - 2
+  for _, field in ipairs(redis.call('HKEYS', KEYS[5])) do
+    if tonumber(field) < expired then redis.call('HDEL', KEYS[5], field) end
+  end
+end
+return {v, epoch}`;
