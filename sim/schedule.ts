@@ -28,13 +28,16 @@ export type Fault =
   | {
       kind: 'forged';
       at: number;
-      forgery: 'next-version' | 'unversioned' | 'empty-refresh' | 'new-epoch';
+      forgery: Forgery;
     }
   | { kind: 'replica_restart'; at: number; replica: number; downMs: number }
   /** The source's reads (loads, checks, its log) fail for `ms`; writes wait. */
   | { kind: 'snapshot_failure'; at: number; ms: number };
 
 export type DatasetKind = 'blacklist' | 'catalog';
+
+/** What a forger publishes: the next version, one far ahead, an unversioned change, an empty full refresh, a new epoch. */
+export type Forgery = 'next-version' | 'far-version' | 'unversioned' | 'empty-refresh' | 'new-epoch';
 
 export interface Schedule {
   dataset: DatasetKind;
@@ -94,7 +97,7 @@ export function makeSchedule(rng: Rng, index: number): Schedule {
         faults.push({ kind, at });
         break;
       case 'forged': {
-        const forgeries = ['next-version', 'unversioned', 'new-epoch'] as const;
+        const forgeries = ['next-version', 'far-version', 'unversioned', 'new-epoch'] as const;
         const forgery = dataset === 'catalog' && rng.chance(0.25) ? 'empty-refresh' : rng.pick(forgeries);
         faults.push({ kind, at, forgery });
         break;

@@ -45,8 +45,11 @@ export class SimSource<V> implements SnapshotSource<V> {
       if (this.atomic) return result;
       if (result.epoch !== before.epoch)
         throw new CachecastError('SOURCE_FAILED', 'source reset during the load');
-      // The data is as of the end; the version as of the start; the digest is read last.
-      return { ...result, version: before.version };
+      // The data is as of the end; the version as of the start; the digest and the
+      // changes made meanwhile (from the log) are read last, as the Redis source does.
+      const log = await this.mem.changesSince(before.epoch, before.version, 0);
+      if (!log) throw new CachecastError('SOURCE_FAILED', 'the log does not reach back');
+      return { ...result, version: before.version, changes: log.changes };
     });
   }
 

@@ -13,7 +13,7 @@ import type { Logger } from '../src/logger.ts';
 import { silentLogger } from '../src/logger.ts';
 import { Oracle } from './oracle.ts';
 import { Rng } from './rng.ts';
-import type { Fault, FaultKind, Schedule } from './schedule.ts';
+import type { Fault, FaultKind, Forgery, Schedule } from './schedule.ts';
 import { Scheduler } from './scheduler.ts';
 import type { SimQueue } from './sim-bus.ts';
 import { SimBroker, SimBus } from './sim-bus.ts';
@@ -354,7 +354,7 @@ export class World {
     }
   }
 
-  #forge(forgery: 'next-version' | 'unversioned' | 'empty-refresh' | 'new-epoch'): void {
+  #forge(forgery: Forgery): void {
     const mem = this.#source.mem;
     const change = this.#randomChange();
     const payload =
@@ -362,8 +362,11 @@ export class World {
         ? { type: 'full_refresh', characters: [] }
         : this.#dataset.encode!(change.kind === 'replace' ? { kind: 'delete', key: 'id-c0' } : change);
     const envelope =
-      forgery === 'next-version'
-        ? { version: mem.currentVersion + 1, epoch: mem.epoch }
+      forgery === 'next-version' || forgery === 'far-version'
+        ? {
+            version: mem.currentVersion + (forgery === 'far-version' ? this.#rng.int(5, 60) : 1),
+            epoch: mem.epoch,
+          }
         : forgery === 'new-epoch'
           ? { version: 1, epoch: `forged${this.#rng.int(0, 1e6)}` }
           : {};

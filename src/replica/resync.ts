@@ -5,7 +5,8 @@ import { Pauses } from '../util/pauses.ts';
 import type { Dataset } from './dataset.ts';
 import type { EntryHasher, ReplicaEvent, VersionedEvent } from './generation.ts';
 import { Generation } from './generation.ts';
-import type { SnapshotSource } from './source.ts';
+import { decodeChange } from './incoming.ts';
+import type { SnapshotSource, SourceChange } from './source.ts';
 import { Store } from './store.ts';
 
 export type ResyncReason =
@@ -157,12 +158,14 @@ export class Resync<V> {
       const startedAt = host.clock.now();
       const busStayedUp = host.beginLoad();
       let gen: Generation<V>;
+      let changes: SourceChange[];
       try {
         const store = new Store(host.dataset);
         const result = await host.source.load((key, value) => {
           if (host.isLive(value)) store.set(key, value);
         });
         if (host.closing()) return;
+        changes = result.changes ?? [];
         gen = new Generation({
           dataset: host.dataset,
           hasher: host.hasher,
@@ -178,7 +181,7 @@ export class Resync<V> {
         await this.#pauses.pause(delay);
         continue;
       }
-      if (log.overflowed || !this.#rebase(gen, log)) {
+      if (log.overflowed || !this.#rebase(gen, log, changes)) {
         reason = log.overflowed ? 'buffer-overflow' : 'gap';
         host.gap();
         await this.#pauses.pause(backoffDelay(Math.min(failures++, 3), host.retryBaseMs, host.retryMaxMs));
@@ -201,8 +204,17 @@ export class Resync<V> {
   }
 
   /** Replays the log onto the new generation; false when the load must start over (arrival-order mutant). */
-  #rebase(gen: Generation<V>, log: ResyncLog<V>): boolean {
+  #rebase(gen: Generation<V>, log: ResyncLog<V>, changes: SourceChange[]): boolean {
     const host = this.#host;
+    // The source's own changes first: the bus's copies of those versions are then duplicates.
+    for (const c of changes) {
+      host.offer(gen, {
+        version: c.version,
+        epoch: gen.epoch,
+        change: decodeChange(host.dataset, c.event),
+        origin: 'source',
+      });
+    }
     if (host.arrivalOrder) return this.#rebaseInArrivalOrder(gen, log);
     for (const event of log.unversioned) gen.applyUnversioned(event.change);
     for (const event of log.versioned.values()) {

@@ -52,6 +52,12 @@ export interface SnapshotResult {
    * replayed the events up to that version).
    */
   digest?: { atVersion: number; buckets: Array<[number, string]> };
+  /**
+   * For non-atomic loads: the source's own changes after `version` up to
+   * `digest.atVersion`, from its log. The replica applies these, not the
+   * copies of them on the bus, which anyone could have forged.
+   */
+  changes?: SourceChange[];
 }
 
 export interface SourceState {

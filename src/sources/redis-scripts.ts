@@ -32,9 +32,22 @@ if KEYS[4] ~= '' then pending = redis.call('LLEN', KEYS[4]) end
 return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0',
   combined(KEYS[3], tonumber(ARGV[1])), pending}`;
 
-/** For a load: KEYS epoch, version, digest. Returns [epoch or '', version, bucket, hex, bucket, hex, ...]. */
-export const SNAPSHOT_STATE_SCRIPT = `
-local out = {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '0'}
+/**
+ * The end of a load: KEYS epoch, version, digest, log; ARGV the version read
+ * before the data, maxChanges. Returns [epoch or '', version, n (-1: the log
+ * does not reach back), n log entries after that version, then bucket, hex,
+ * bucket, hex, ...].
+ */
+export const SNAPSHOT_END_SCRIPT = `
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+local out = {redis.call('GET', KEYS[1]) or '', tostring(version), -1}
+local n = version - tonumber(ARGV[1])
+if n >= 0 and n <= tonumber(ARGV[2]) and (n == 0 or n <= redis.call('LLEN', KEYS[4])) then
+  out[3] = n
+  if n > 0 then
+    for _, entry in ipairs(redis.call('LRANGE', KEYS[4], -n, -1)) do out[#out + 1] = entry end
+  end
+end
 local all = redis.call('HGETALL', KEYS[3])
 for i = 1, #all do out[#out + 1] = all[i] end
 return out`;

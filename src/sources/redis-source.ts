@@ -8,7 +8,7 @@ import type {
   SourceChanges,
   SourceState,
 } from '../replica/source.ts';
-import { CHANGES_SCRIPT, SNAPSHOT_STATE_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
+import { CHANGES_SCRIPT, SNAPSHOT_END_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
 
 export type RedisClient = ReturnType<typeof createClient>;
 
@@ -88,7 +88,7 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
   }
 
   async load(put: (key: string, value: V) => void): Promise<SnapshotResult> {
-    const before = await this.#snapshotState();
+    const before = await this.state(0);
     const { client, prefix, scanCount, parallelBatches } = this.#o;
     const inFlight: Array<Promise<void>> = [];
     for await (const keys of client.scanIterator({ MATCH: `${escapeGlob(prefix)}*`, COUNT: scanCount })) {
@@ -98,7 +98,7 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
     }
     await Promise.all(inFlight);
     if (!this.#o.protocol) return { version: before.version };
-    const after = await this.#snapshotState();
+    const after = await this.#loadEnd(before.version);
     if (after.epoch !== before.epoch) {
       throw new CachecastError('SOURCE_FAILED', 'the source changed epoch during the load');
     }
@@ -106,18 +106,38 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
       version: before.version,
       epoch: before.epoch,
       digest: { atVersion: after.version, buckets: after.buckets },
+      changes: after.changes,
     };
   }
 
-  async #snapshotState(): Promise<{ epoch: string; version: number; buckets: Array<[number, string]> }> {
-    const { client, versionKey, protocol } = this.#o;
-    if (!protocol) return { epoch: '', version: parseVersion(await client.get(versionKey)), buckets: [] };
-    const raw = (await client.eval(SNAPSHOT_STATE_SCRIPT, {
-      keys: [protocol.epochKey, versionKey, protocol.digestKey],
-    })) as string[];
+  /** After the data: the digest, and the source's own changes made while the data was read. */
+  async #loadEnd(since: number): Promise<{
+    epoch: string;
+    version: number;
+    buckets: Array<[number, string]>;
+    changes: SourceChange[];
+  }> {
+    const { client, versionKey, protocol, maxChanges } = this.#o;
+    const raw = (await client.eval(SNAPSHOT_END_SCRIPT, {
+      keys: [protocol!.epochKey, versionKey, protocol!.digestKey, protocol!.logKey],
+      arguments: [String(since), String(maxChanges)],
+    })) as Array<string | number>;
+    const n = Number(raw[2]);
+    const version = parseVersion(raw[1]);
+    if (n < 0) {
+      throw new CachecastError('SOURCE_FAILED', `more than ${maxChanges} writes while the snapshot loaded`);
+    }
+    const changes: SourceChange[] = [];
+    for (const entry of raw.slice(3, 3 + n)) {
+      const change = protocol!.parseLogEntry(String(entry));
+      if (!change || change.version !== since + changes.length + 1) {
+        throw new CachecastError('SOURCE_FAILED', 'the change log does not follow the versions');
+      }
+      changes.push(change);
+    }
     const buckets: Array<[number, string]> = [];
-    for (let i = 2; i + 1 < raw.length; i += 2) buckets.push([Number(raw[i]), String(raw[i + 1])]);
-    return { epoch: String(raw[0]), version: parseVersion(raw[1]), buckets };
+    for (let i = 3 + n; i + 1 < raw.length; i += 2) buckets.push([Number(raw[i]), String(raw[i + 1])]);
+    return { epoch: String(raw[0]), version, buckets, changes };
   }
 
   async #readExpiries(keys: string[], put: (key: string, value: V) => void): Promise<void> {
