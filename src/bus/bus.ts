@@ -18,6 +18,12 @@ export interface BusMessage {
 export interface PublishOptions {
   /** Extra message headers (e.g. an event signature). */
   headers?: Record<string, string>;
+  /**
+   * A message worth nothing later (a heartbeat): not written to disk, and
+   * dropped from a queue after `expiresMs` instead of piling up while its
+   * consumer is away. Events are never transient.
+   */
+  transient?: { expiresMs: number };
 }
 
 /**

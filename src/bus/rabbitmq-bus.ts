@@ -147,7 +147,8 @@ export class RabbitMQBus implements Bus {
         {
           exchange: topic,
           routingKey: '',
-          durable: true,
+          durable: !options.transient,
+          ...(options.transient ? { expiration: String(options.transient.expiresMs) } : {}),
           contentType: JSON_CONTENT_TYPE,
           // With an encoding set the client hands consumers the exact bytes,
           // which signature checks need; kombu sends the same.

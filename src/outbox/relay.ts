@@ -5,6 +5,7 @@ import { systemClock } from '../clock.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { describeError } from '../errors.ts';
 import { encodeEvent } from '../events/codec.ts';
+import { RELOAD_TYPE } from '../events/control.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { backoffDelay } from '../util/backoff.ts';
@@ -35,10 +36,19 @@ export interface OutboxRelayOptions {
   retryBaseMs?: number;
   /** Signs published events (CACHE_EVENT_SECRET). */
   eventSecret?: string | undefined;
+  /**
+   * Larger events (a big import's full_refresh) go out as a small reload
+   * marker at their version: replicas load the source instead, and the relay
+   * never holds a huge row in memory or hits the broker's message limit.
+   * @default 8 MiB
+   */
+  maxEventBytes?: number;
 }
 
 export interface RelayStats {
   published: number;
+  /** Events too large to send, published as reload markers. */
+  reload_markers: number;
   failures: number;
   last_error: string | null;
 }
@@ -60,6 +70,7 @@ export class OutboxRelay {
   readonly #retentionMs: number;
   readonly #retryBaseMs: number;
   readonly #secret: string | undefined;
+  readonly #maxEventBytes: number;
   readonly #listenConfig: pg.ClientConfig | undefined;
   #listener: pg.Client | undefined;
   #timer: ReturnType<Clock['setTimeout']> | undefined;
@@ -69,7 +80,7 @@ export class OutboxRelay {
   #started = false;
   #closing: Promise<void> | undefined;
   #lastCleanup = 0;
-  readonly #stats: RelayStats = { published: 0, failures: 0, last_error: null };
+  readonly #stats: RelayStats = { published: 0, reload_markers: 0, failures: 0, last_error: null };
 
   constructor(options: OutboxRelayOptions) {
     this.#pool = options.pool;
@@ -81,9 +92,10 @@ export class OutboxRelay {
     this.#retentionMs = options.retentionMs ?? 86_400_000;
     this.#retryBaseMs = options.retryBaseMs ?? 100;
     this.#secret = options.eventSecret || undefined;
+    this.#maxEventBytes = options.maxEventBytes ?? 8 * 1024 * 1024;
     this.#listenConfig = options.listenConfig;
-    if (this.#pollIntervalMs <= 0 || this.#batchSize <= 0)
-      throw new RangeError('pollIntervalMs and batchSize must be > 0');
+    if (this.#pollIntervalMs <= 0 || this.#batchSize <= 0 || this.#maxEventBytes <= 0)
+      throw new RangeError('pollIntervalMs, batchSize and maxEventBytes must be > 0');
   }
 
   get stats(): RelayStats {
@@ -182,18 +194,36 @@ export class OutboxRelay {
         [RELAY_LOCK],
       );
       if (!lock[0]?.ok) return 'busy' as const;
-      const { rows } = await client.query<{ id: string; version: string; topic: string; payload: string }>(
+      const { rows } = await client.query<{
+        id: string;
+        dataset: string;
+        version: string;
+        epoch: string | null;
+        topic: string;
+        payload: string | null;
+      }>(
         // Qualified: an unqualified ORDER BY would sort by the text aliases (1, 10, 100, 2, ...).
-        `SELECT o.id::text AS id, o.version::text AS version, o.topic, o.payload FROM cachecast_outbox o
-         WHERE o.sent_at IS NULL ORDER BY o.dataset, o.version LIMIT $1`,
-        [this.#batchSize],
+        // A payload over the limit is not even read: it goes out as a reload marker.
+        `SELECT o.id::text AS id, o.dataset, o.version::text AS version, o.epoch, o.topic,
+           CASE WHEN octet_length(o.payload) > $2 THEN NULL ELSE o.payload END AS payload
+         FROM cachecast_outbox o WHERE o.sent_at IS NULL ORDER BY o.dataset, o.version LIMIT $1`,
+        [this.#batchSize, this.#maxEventBytes],
       );
       // One channel keeps order: publish all, then wait for every confirm.
       const publishes = rows.map((row) => {
-        const payload = JSON.parse(row.payload) as Record<string, unknown>;
+        const payload =
+          row.payload === null
+            ? { type: RELOAD_TYPE, dataset: row.dataset }
+            : (JSON.parse(row.payload) as Record<string, unknown>);
+        if (row.payload === null) this.#stats.reload_markers++;
         const { body, headers } = encodeEvent(
           payload,
-          { version: Number(row.version), published_at: this.#clock.now(), origin: this.#bus.instanceId },
+          {
+            version: Number(row.version),
+            epoch: row.epoch ?? undefined,
+            published_at: this.#clock.now(),
+            origin: this.#bus.instanceId,
+          },
           this.#secret,
         );
         return this.#bus.publish(row.topic, body, { headers });

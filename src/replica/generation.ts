@@ -77,8 +77,12 @@ export class Generation<V> {
   readonly #seq: Sequencer<VersionedEvent<V>>;
   #digest: Digest | undefined;
   #pendingDigest: { atVersion: number; buckets: Array<[number, string]> } | undefined;
-  /** Digest deltas of commutative changes applied before their version was released. */
-  readonly #early = new Map<number, DigestDelta[]>();
+  /**
+   * Commutative changes applied before their version was released: their
+   * digest deltas (recorded at release), and how to take them back if the
+   * version turns out never to have been committed.
+   */
+  readonly #early = new Map<number, { deltas: DigestDelta[]; key: string; previous: V | undefined }>();
   /** Per released version, the digest deltas it made and when (the last HISTORY versions). */
   readonly #history: Array<{ version: number; deltas: DigestDelta[]; at: number }> = [];
   /** Unversioned changes applied while the source's digest waits to be adopted: they go on top of it. */
@@ -133,16 +137,24 @@ export class Generation<V> {
 
   /** False for a duplicate. */
   offer(event: VersionedEvent<V>): boolean {
-    return this.#seq.offer(event);
+    return this.#seq.offer(event, this.#now());
+  }
+
+  /** When the longest-waiting held event arrived. */
+  get oldestHeldAt(): number | undefined {
+    return this.#seq.oldestHeldAt();
   }
 
   /**
-   * Applies a held commutative change now, ahead of its version (a revocation
-   * must not wait for another writer's event); its digest delta waits for
-   * the version.
+   * Applies a held commutative change (set or delete) now, ahead of its
+   * version (a revocation must not wait for another writer's event); its
+   * digest delta waits for the version.
    */
   applyEarly(event: VersionedEvent<V>): void {
-    this.#early.set(event.version, this.#apply(event.change));
+    const { change } = event;
+    if (change.kind !== 'set' && change.kind !== 'delete') return;
+    const previous = this.#store.get(change.key);
+    this.#early.set(event.version, { deltas: this.#apply(change), key: change.key, previous });
   }
 
   /**
@@ -151,14 +163,16 @@ export class Generation<V> {
    */
   release(released: (event: VersionedEvent<V>, early: boolean) => void): void {
     if (this.#reloadAt !== undefined) return;
-    for (let event = this.#seq.next(); event; event = this.#seq.next()) {
+    for (let event = this.#seq.peek(); event; event = this.#seq.peek()) {
       if (event.change.kind === 'reload') {
+        // Not taken: the version stays where the data is, until a load passes the marker.
         this.#reloadAt = event.version;
         return;
       }
+      this.#seq.next();
       const early = this.#early.get(event.version);
       if (early) this.#early.delete(event.version);
-      const deltas = early ?? this.#apply(event.change);
+      const deltas = early?.deltas ?? this.#apply(event.change);
       this.#record(event.version, deltas);
       released(event, early !== undefined);
       this.#adoptDigestIfDue();
@@ -166,16 +180,20 @@ export class Generation<V> {
   }
 
   /**
-   * Drops held events above `version` (the source has no such version: forged,
-   * or from a writer whose commit failed). True when one of them had been
-   * applied early: the data then holds a change the source never made.
+   * Drops held events above `version` (the source has no such version: they
+   * were forged), taking back the changes applied early, newest first.
+   * Returns how many were dropped.
    */
-  dropHeldAbove(version: number): boolean {
-    let appliedEarly = false;
-    for (const event of this.#seq.dropAbove(version)) {
-      if (this.#early.delete(event.version)) appliedEarly = true;
+  dropHeldAbove(version: number): number {
+    const dropped = this.#seq.dropAbove(version).sort((a, b) => b.version - a.version);
+    for (const event of dropped) {
+      const early = this.#early.get(event.version);
+      if (!early) continue;
+      this.#early.delete(event.version);
+      if (early.previous === undefined) this.#store.delete(early.key);
+      else this.#store.set(early.key, early.previous);
     }
-    return appliedEarly;
+    return dropped.length;
   }
 
   /** An event without a version (a foreign publisher): applies as it comes. */

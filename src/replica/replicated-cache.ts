@@ -429,18 +429,23 @@ export class ReplicatedCache<V> {
       return this.#catchUp('gap', gen.firstHeld!);
     }
     if (this.#gapTimer) return;
-    const armedAt = gen.version;
-    this.#gapTimer = this.#o.clock.setTimeout(() => {
-      this.#gapTimer = undefined;
-      if (gen !== this.#gen || gen.held === 0 || this.#closing) return;
-      if (gen.version > armedAt) return this.#watchGap(gen); // moving: give the rest its own wait
-      this.#counters.gaps++;
-      this.#o.logger.warn(
-        { local: gen.version, received: gen.firstHeld, waitedMs: this.#o.gapWaitMs },
-        'version gap: repairing',
-      );
-      this.#catchUp('gap', gen.firstHeld! - 1);
-    }, this.#o.gapWaitMs);
+    // A gap is as old as the longest-waiting event past it, however many versions flow meanwhile.
+    const due = (gen.oldestHeldAt ?? this.#o.clock.now()) + this.#o.gapWaitMs;
+    this.#gapTimer = this.#o.clock.setTimeout(
+      () => {
+        this.#gapTimer = undefined;
+        if (gen !== this.#gen || gen.held === 0 || this.#closing) return;
+        if ((gen.oldestHeldAt ?? Infinity) + this.#o.gapWaitMs > this.#o.clock.now())
+          return this.#watchGap(gen);
+        this.#counters.gaps++;
+        this.#o.logger.warn(
+          { local: gen.version, received: gen.firstHeld, waitedMs: this.#o.gapWaitMs },
+          'version gap: repairing',
+        );
+        this.#catchUp('gap', gen.firstHeld! - 1);
+      },
+      Math.max(0, due - this.#o.clock.now()),
+    );
     this.#gapTimer.unref?.();
   }
 
@@ -481,9 +486,16 @@ export class ReplicatedCache<V> {
         return void this.resync(reason);
       }
       if (gen.reloadAt !== undefined || this.#resync.running) return;
-      // Held versions the source does not have were never committed (or were forged).
-      if (result.state && gen.dropHeldAbove(result.state.version)) return void this.resync('diverged');
-      if (gen.version < target) return void this.resync(reason);
+      // Held versions the source does not have were never committed: forged. Taken back.
+      if (result.state) {
+        const forged = gen.dropHeldAbove(result.state.version);
+        if (forged > 0)
+          this.#o.logger.warn(
+            { forged, source: result.state.version },
+            'dropped versions the source never had',
+          );
+      }
+      if (gen.version < Math.min(target, result.state?.version ?? target)) return void this.resync(reason);
       this.#counters.catchUps++;
       if (this.#repairing === reason) this.#repairing = undefined;
       this.#watchGap(gen);

@@ -11,6 +11,8 @@
 export class Sequencer<E extends { readonly version: number }> {
   #version: number;
   readonly #held = new Map<number, E>();
+  /** When each held version arrived: a gap is as old as its oldest waiting event. */
+  readonly #heldAt = new Map<number, number>();
 
   constructor(version: number) {
     this.#version = version;
@@ -25,11 +27,19 @@ export class Sequencer<E extends { readonly version: number }> {
     return this.#held.size;
   }
 
-  /** False for a duplicate (already released or held). */
-  offer(event: E): boolean {
+  /** False for a duplicate (already released or held). `now`: when it arrived. */
+  offer(event: E, now: number): boolean {
     if (event.version <= this.#version || this.#held.has(event.version)) return false;
     this.#held.set(event.version, event);
+    this.#heldAt.set(event.version, now);
     return true;
+  }
+
+  /** When the longest-waiting held event arrived, or undefined when nothing waits. */
+  oldestHeldAt(): number | undefined {
+    let oldest: number | undefined;
+    for (const at of this.#heldAt.values()) if (oldest === undefined || at < oldest) oldest = at;
+    return oldest;
   }
 
   /** The next event in version order, if it has arrived. */
@@ -37,8 +47,14 @@ export class Sequencer<E extends { readonly version: number }> {
     const event = this.#held.get(this.#version + 1);
     if (event === undefined) return undefined;
     this.#held.delete(event.version);
+    this.#heldAt.delete(event.version);
     this.#version = event.version;
     return event;
+  }
+
+  /** The event that would come next, without taking it. */
+  peek(): E | undefined {
+    return this.#held.get(this.#version + 1);
   }
 
   /** Held events, lowest version first (for a rebase, and for diagnostics). */
@@ -52,6 +68,7 @@ export class Sequencer<E extends { readonly version: number }> {
     for (const [v, event] of this.#held) {
       if (v <= version) continue;
       this.#held.delete(v);
+      this.#heldAt.delete(v);
       dropped.push(event);
     }
     return dropped;

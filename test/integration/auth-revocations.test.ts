@@ -8,6 +8,7 @@ import { Revocations } from '../../src/services/auth/revocations.ts';
 import type { RedisClient } from '../../src/sources/redis-source.ts';
 import { redisClient, uniqueName } from '../support/env.ts';
 import { waitFor } from '../support/wait.ts';
+import { blacklistKeys } from '../../src/sources/blacklist-source.ts';
 
 let redis: RedisClient;
 before(async () => {
@@ -27,11 +28,11 @@ async function fixture(options: { bus?: Bus; holdAfterExpiryS?: number } = {}) {
   await listener.subscribe(BLACKLIST_TOPIC, (m: BusMessage) => {
     received.push({ ...(JSON.parse(m.body.toString()) as object), headers: m.headers });
   });
-  const keys = { prefix: `${name}:bl:`, outboxKey: `${name}:outbox`, versionKey: `${name}:version` };
+  const keys = blacklistKeys(name);
   const revocations = new Revocations({
     redis,
     bus,
-    ...keys,
+    keys,
     holdAfterExpiryS: options.holdAfterExpiryS ?? 31,
   });
   return { broker, bus, listener, received, keys, revocations };

@@ -11,6 +11,9 @@ import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
 import { buildAuthApp } from './app.ts';
 import { Revocations } from './revocations.ts';
+import { BLACKLIST_TOPIC, blacklistDataset } from '../../datasets/blacklist.ts';
+import { HeartbeatPublisher } from '../../outbox/heartbeats.ts';
+import { blacklistSource } from '../../sources/blacklist-source.ts';
 
 /** `cachecast serve auth`: the development login and the logout that revokes everywhere. */
 export const startAuth: ServiceStarter = async (env) => {
@@ -44,6 +47,20 @@ export const startAuth: ServiceStarter = async (env) => {
       holdAfterExpiryS: jwt.clockSkewS + 1,
     });
     closers.unshift(['revocations', () => revocations.close()]);
+    // The blacklist's state on the fanout several times a second: replicas prove they are current,
+    // and a revocation another instance could not publish is published from here.
+    const source = blacklistSource(redis.client);
+    const heartbeats = new HeartbeatPublisher({
+      bus,
+      topic: BLACKLIST_TOPIC,
+      dataset: blacklistDataset.name,
+      read: (fromBucket) => source.state(fromBucket),
+      expiring: true,
+      onPending: () => revocations.drainSoon(),
+      logger,
+      eventSecret: config.eventSecret,
+    });
+    closers.unshift(['heartbeats', () => heartbeats.close()]);
     const issuer =
       login === 'enabled'
         ? createIssuer({
@@ -62,7 +79,11 @@ export const startAuth: ServiceStarter = async (env) => {
       registry: createMetricsRegistry(() => []),
       ready: () => listening && redis.client.isReady,
       routes: {
-        '/revocations': async () => ({ ...revocations.stats, pending: await revocations.pendingCount() }),
+        '/revocations': async () => ({
+          ...revocations.stats,
+          pending: await revocations.pendingCount(),
+          heartbeats: heartbeats.stats,
+        }),
       },
     });
     closers.push(['admin server', () => admin.close()]);
@@ -70,6 +91,7 @@ export const startAuth: ServiceStarter = async (env) => {
     await verifier.start();
     await redis.connected;
     revocations.start();
+    heartbeats.start();
     await app.listen({ port, host });
     listening = true;
     const bound = (app.server.address() as { port: number }).port;

@@ -191,6 +191,11 @@ export class Revocations {
     return true;
   }
 
+  /** Asks the drainer for a pass now (another instance's revocation waits unpublished). */
+  drainSoon(): void {
+    this.#kick();
+  }
+
   #kick(): void {
     this.#drainAgain = true;
     this.#pauses.wake();

@@ -7,14 +7,17 @@ import { CacheAside } from '../../cache-aside/cache-aside.ts';
 import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
 import { loadCacheAsideConfig } from '../../cache-aside/options.ts';
 import { CatalogRepository } from '../../catalog/repository.ts';
+import { CATALOG_TOPIC, catalogDataset } from '../../datasets/catalog.ts';
 import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
 import { migrate } from '../../db/migrate.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { registerOutboxMetrics } from '../../outbox/metrics.ts';
+import { HeartbeatPublisher } from '../../outbox/heartbeats.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { catalogSource } from '../../sources/catalog-source.ts';
 import { catalogReplica } from '../catalog-replica.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
@@ -57,6 +60,19 @@ export const startCatalog: ServiceStarter = async (env) => {
     closers.unshift(['replica', () => replica.close()]);
     const relay = new OutboxRelay({ pool, bus, logger, eventSecret: config.eventSecret });
     closers.unshift(['outbox relay', () => relay.close()]);
+    // The catalog's state on the fanout several times a second: replicas prove they are current.
+    const source = catalogSource(pool);
+    const heartbeats = new HeartbeatPublisher({
+      bus,
+      topic: CATALOG_TOPIC,
+      dataset: catalogDataset.name,
+      read: () => source.state(),
+      expiring: false,
+      onPending: () => relay.kick(),
+      logger,
+      eventSecret: config.eventSecret,
+    });
+    closers.unshift(['heartbeats', () => heartbeats.close()]);
     // Users' collections through the cache-aside service (seed 003). Closed after
     // the HTTP server and the grants writer (whose commits invalidate), so
     // it drains their last write-backs and invalidations.
@@ -94,12 +110,17 @@ export const startCatalog: ServiceStarter = async (env) => {
       replicas,
       registry,
       ready: () => listening,
-      routes: { '/outbox': () => relay.stats, '/grants': () => grants.stats, '/cache': () => cache.stats() },
+      routes: {
+        '/outbox': () => ({ ...relay.stats, heartbeats: heartbeats.stats }),
+        '/grants': () => grants.stats,
+        '/cache': () => cache.stats(),
+      },
     });
     closers.push(['admin server', () => admin.close()]);
     // Health first, so probes answer (not ready) while the replica loads.
     const boundAdmin = await admin.listen(adminPort, host);
     await relay.start();
+    heartbeats.start();
     await replica.start();
     await grants.start();
     await app.listen({ port, host });
