@@ -63,7 +63,30 @@ export function createMetricsRegistry(
       });
     },
   });
+  gauge(
+    'replica_staleness_ms',
+    "How old the replica's last proof of equality with its source is (ready only while under the bound)",
+    (s) => s.staleness_ms ?? -1,
+  );
+  gauge('replica_events_held', 'Versioned events waiting past a gap', (s) => s.events_held);
   counter('replica_events_applied_total', 'Events applied', (s) => s.events_applied);
+  counter(
+    'replica_events_stale_epoch_total',
+    'Events of a source epoch the replica left, dropped',
+    (s) => s.events_stale_epoch,
+  );
+  counter('replica_catch_ups_total', "Lost events repaired from the source's change log", (s) => s.catch_ups);
+  counter(
+    'replica_divergences_total',
+    'Same version, different content: found by the digest, reloaded',
+    (s) => s.divergences,
+  );
+  counter('replica_heartbeats_total', "Writers' heartbeats received", (s) => s.heartbeats);
+  counter(
+    'replica_source_checks_total',
+    "Reads of the source's state by the replica itself",
+    (s) => s.source_checks,
+  );
   counter('replica_events_duplicate_total', 'Versioned events already applied', (s) => s.events_duplicate);
   counter('replica_gaps_total', 'Version gaps detected', (s) => s.gaps);
   counter('replica_resyncs_total', 'Snapshots loaded', (s) => s.resyncs);

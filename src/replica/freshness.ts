@@ -116,7 +116,8 @@ export class Freshness<V> {
    */
   fresh(now = this.#host.clock.now()): boolean {
     if (this.#o.maxStalenessMs === 0 || this.#o.noHeartbeat) return true;
-    return now - this.#verifiedAt <= this.#o.maxStalenessMs && this.#verifiedAt >= this.#unverifiedAt;
+    // Strictly after: a read in the same millisecond may have been issued before the change.
+    return now - this.#verifiedAt <= this.#o.maxStalenessMs && this.#verifiedAt > this.#unverifiedAt;
   }
 
   /** An unversioned change was applied: not fresh until a proof read after it. */

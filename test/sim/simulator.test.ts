@@ -1,0 +1,93 @@
+// The fault simulator in CI: the protocol holds through a fixed set of seeded
+// schedules, and every known defect put back (a mutant) is caught.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+import { PROTOCOL_MUTANTS } from '../../src/replica/options.ts';
+
+const run = promisify(execFile);
+const ROOT = join(import.meta.dirname, '../..');
+const SIM = join(ROOT, 'sim/run.ts');
+
+interface Summary {
+  schedules: number;
+  seed: number;
+  violations: number;
+  faults: Record<string, number>;
+  max_staleness_ms: number;
+}
+
+async function sim(...args: string[]): Promise<{ code: number; summary: Summary; stderr: string }> {
+  const result = await run(process.execPath, ['--import', 'tsx', SIM, '--quiet', ...args], {
+    cwd: ROOT,
+    maxBuffer: 16 * 1024 * 1024,
+  }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (err: { code: number; stdout: string; stderr: string }) => ({
+      code: err.code,
+      stdout: err.stdout,
+      stderr: err.stderr,
+    }),
+  );
+  const last = result.stdout.trim().split('\n').at(-1) ?? '';
+  return { code: result.code, summary: JSON.parse(last) as Summary, stderr: result.stderr };
+}
+
+describe('the fault simulator', () => {
+  it('finds no violation in 600 schedules of every fault kind', async () => {
+    const { code, summary, stderr } = await sim('--schedules', '600', '--seed', '2026');
+    assert.equal(code, 0, stderr);
+    assert.equal(summary.violations, 0);
+    assert.equal(summary.schedules, 600);
+    for (const kind of [
+      'drop',
+      'duplicate',
+      'reorder',
+      'delay',
+      'partition',
+      'source_restart',
+      'forged',
+      'replica_restart',
+    ]) {
+      assert.ok(summary.faults[kind]! > 50, `${kind} faults were injected (${summary.faults[kind]})`);
+    }
+    assert.ok(summary.max_staleness_ms <= 1000, `a ready replica was ${summary.max_staleness_ms} ms behind`);
+  });
+
+  for (const mutant of PROTOCOL_MUTANTS) {
+    it(`catches the ${mutant} mutant within 2,000 schedules, and prints how to replay it`, async () => {
+      const { code, summary, stderr } = await sim(
+        '--schedules',
+        '2000',
+        '--seed',
+        '2026',
+        '--mutant',
+        mutant,
+      );
+      assert.equal(code, 1);
+      assert.ok(summary.violations > 0);
+      assert.ok(summary.schedules <= 2000);
+      assert.match(stderr, /smallest failing schedule/);
+      assert.match(
+        stderr,
+        new RegExp(`replay: npm run sim -- --seed 2026 --replay \\d+ --faults [\\d,]* --mutant ${mutant}`),
+      );
+    });
+  }
+
+  it('refuses bad arguments with one clear line', async () => {
+    const { code, stderr } = await run(process.execPath, ['--import', 'tsx', SIM, '--mutant', 'nope'], {
+      cwd: ROOT,
+    }).then(
+      () => ({ code: 0, stderr: '' }),
+      (err: { code: number; stderr: string }) => err,
+    );
+    assert.equal(code, 2);
+    assert.match(
+      stderr,
+      /^sim: --mutant must be one of buffer-order, no-epoch, version-only-check, no-heartbeat\n$/,
+    );
+  });
+});
