@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import type { Bus } from '../../src/bus/bus.ts';
-import { BLACKLIST_TOPIC, blacklistDataset, toBlacklistValue } from '../../src/datasets/blacklist.ts';
+import { blacklistDataset, toBlacklistValue } from '../../src/datasets/blacklist.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
-import { CATALOG_TOPIC, catalogDataset } from '../../src/datasets/catalog.ts';
+import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { encodeEvent } from '../../src/events/codec.ts';
 import { heartbeatPayload, RELOAD_TYPE } from '../../src/events/control.ts';
 import type { Change } from '../../src/events/event.ts';
