@@ -49,6 +49,7 @@ export const TEST_FILES = [
   'test/faults/match-worker-kill.test.ts',
   'test/faults/catalog-fleet.test.ts',
   'test/faults/ext-authz-faults.test.ts',
+  'test/faults/sync-protocol.test.ts',
   'test/faults/cache-redis-outage.test.ts',
 ];
 

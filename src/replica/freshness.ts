@@ -90,6 +90,8 @@ export class Freshness<V> {
   #behindSince: number | undefined;
   #mismatchSince: number | undefined;
   #checking: Promise<void> | undefined;
+  /** The newest heartbeat: one heard during a load can prove the new generation at once. */
+  #lastHeartbeat: Observation | undefined;
   #checkAgain = false;
   #tick: TimerHandle | undefined;
   #repairTimer: TimerHandle | undefined;
@@ -148,18 +150,27 @@ export class Freshness<V> {
     for (const timer of [this.#tick, this.#repairTimer, this.#periodic]) if (timer) clock.clearTimeout(timer);
   }
 
-  /** A snapshot was swapped in: it was the source's state when the load began. */
+  /**
+   * A snapshot was swapped in: it was the source's state when the load began,
+   * and the events that came meanwhile are applied. A long load (a million
+   * keys) makes that proof old: the newest heartbeat heard meanwhile, or one
+   * read, proves the rest.
+   */
   onSynced(readAt: number): void {
     this.#target = undefined;
     this.#behindSince = undefined;
     this.#mismatchSince = undefined;
     this.#prove(readAt);
+    const last = this.#lastHeartbeat;
+    if (last && last.readAt > readAt) this.#observe(last);
+    if (!this.fresh()) void this.check();
   }
 
   /** A heartbeat arrived on the bus. */
   onHeartbeat(o: Observation): void {
     this.#stats.heartbeats++;
     if (this.#o.noHeartbeat) return;
+    if (!this.#lastHeartbeat || o.readAt >= this.#lastHeartbeat.readAt) this.#lastHeartbeat = o;
     this.#observe(o);
   }
 

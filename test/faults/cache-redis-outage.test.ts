@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { createClient } from 'redis';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
 import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
 import { grantId } from '../../src/catalog/grant-id.ts';
@@ -20,7 +17,7 @@ import type { TestDatabase } from '../support/env.ts';
 import { REDIS_URL, redisClient, testDatabase, uniqueName } from '../support/env.ts';
 import { FakeClock } from '../support/fake-clock.ts';
 import { TcpProxy } from '../support/tcp-proxy.ts';
-import { waitFor } from '../support/wait.ts';
+import { freePort, startRedisServer } from '../support/redis-server.ts';
 
 /** Bound on any one read while Redis is down or stalled: the command timeout plus a margin for a busy 2-core machine. */
 const COMMAND_TIMEOUT_MS = 500; // a healthy loopback read never nears it, even on a loaded machine
@@ -343,42 +340,3 @@ describe('faults: Redis cut, stalled, killed under the cache-aside service', () 
     }
   });
 });
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-/** Its own redis-server, no persistence, answering PING. */
-async function startRedisServer(port: number): Promise<ChildProcess> {
-  const child = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  child.on('error', () => undefined);
-  await waitFor(
-    async () => {
-      const client = createClient({
-        url: `redis://127.0.0.1:${port}/0`,
-        socket: { reconnectStrategy: false },
-      });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.ping();
-        await client.close();
-        return true;
-      } catch {
-        return false;
-      }
-    },
-    `redis-server on ${port}`,
-    10_000,
-    50,
-  );
-  return child;
-}
