@@ -19,6 +19,7 @@ const ORDER = [
   'read',
   'memory',
   'propagation',
+  'consistency',
   'bootstrap',
   'authz',
   'cache-aside',
