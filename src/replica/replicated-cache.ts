@@ -50,6 +50,7 @@ export class ReplicatedCache<V> {
   /** A repair in progress (lost event, divergence, new epoch): the serving data is known to be off. */
   #repairing: ResyncReason | undefined;
   #state: ReplicaState = 'syncing';
+  #provenOnce = false;
   #refuseReads = true;
 
   readonly #retiredEpochs: string[] = [];
@@ -156,6 +157,17 @@ export class ReplicatedCache<V> {
    */
   get canServe(): boolean {
     return this.#gen !== undefined && !this.#refuseReads;
+  }
+
+  /**
+   * Synced, on the bus since its last resync, and repairing nothing: it has
+   * every event that reached it, and only a recent proof of equality may be
+   * missing (its source cannot be read). A caller whose own fallback to the
+   * source fails too may still trust it more than nothing: while the source
+   * is unreachable, nobody can commit a change to it either.
+   */
+  get following(): boolean {
+    return this.#gen !== undefined && this.#busUp && !this.#missedEvents && this.#repairing === undefined;
   }
 
   /** Entries held, including expired ones not yet swept. */
@@ -579,15 +591,16 @@ export class ReplicatedCache<V> {
   }
 
   #updateState(): void {
-    const state: ReplicaState = !this.#gen
-      ? 'syncing'
-      : this.#busUp &&
-          !this.#sourceFailing &&
-          !this.#missedEvents &&
-          this.#repairing === undefined &&
-          this.#freshness.fresh()
-        ? 'ready'
-        : 'degraded';
+    const healthy =
+      this.#gen !== undefined &&
+      this.#busUp &&
+      !this.#sourceFailing &&
+      !this.#missedEvents &&
+      this.#repairing === undefined &&
+      this.#freshness.fresh();
+    if (healthy) this.#provenOnce = true;
+    // `syncing` until the first snapshot is loaded and proven current (a long load's own proof is old).
+    const state: ReplicaState = healthy ? 'ready' : this.#provenOnce ? 'degraded' : 'syncing';
     this.#refuseReads = this.#o.degradedReads === 'refuse' && state !== 'ready';
     if (state === this.#state) return;
     this.#state = state;

@@ -144,6 +144,7 @@ describe('sync protocol against the real services: the four schedules', () => {
     await new Promise((r) => setTimeout(r, 300));
     const authz = track(await startAuthzMember(env));
     monitor.watch(authz).start();
+    await waitFor(async () => (await blacklistStats(authz)).state === 'ready', 'proven current', 5000);
     const states: string[] = [];
     const watching = (async () => {
       while (!stop) {
@@ -267,5 +268,27 @@ describe('sync protocol against the real services: the four schedules', () => {
       assert.ok(stats.source_checks >= 1);
     }
     proxy.restore();
+  });
+
+  it('Redis down for everyone, bus up: ext-authz still authenticates from a replica that follows the bus, and refuses what it knows', async () => {
+    const redis = await ownRedis();
+    const env = { REDIS_URL: redis.url };
+    const auth = track(await startAuthMember(env));
+    const authz = track(await startAuthzMember(env));
+    const revoked = await login(auth, 'revoked');
+    await logoutOk(auth, revoked);
+    await waitFor(async () => (await check(authz, revoked)).status === 401, 'refused', 5000);
+    const token = await login(auth, 'still-fine');
+    await killRedisServer(servers.pop()!);
+    // No heartbeat can read Redis, no check either: the replica cannot prove it is current.
+    await waitFor(async () => (await blacklistStats(authz)).state === 'degraded', 'degraded', 5000);
+    assert.equal((await check(authz, token)).status, 200, 'a Redis outage does not fail authentication');
+    assert.equal((await check(authz, revoked)).error, 'token_revoked');
+    const decisions = (await (await fetch(`${authz.admin}/decisions`)).json()) as {
+      counts: Record<string, number>;
+    };
+    assert.ok(decisions.counts.allow_unproven! >= 1);
+    assert.equal(await logout(auth, token), 503, 'and no logout can commit meanwhile');
+    servers.push(await startRedisServer(redis.port));
   });
 });

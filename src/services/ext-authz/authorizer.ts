@@ -55,6 +55,7 @@ export class Authorizer {
 
   #decide(status: RevocationStatus, sub: string, jti: string): Decision {
     if (status === 'ok') return { allow: true, sub, jti };
+    if (status === 'unproven') return { allow: true, sub, jti, unproven: true };
     if (status === 'revoked') return { allow: false, reason: 'token_revoked', sub, jti };
     return this.#allowUnknown
       ? { allow: true, sub, jti, unverified: true }

@@ -8,13 +8,24 @@ export type DenyReason =
   | 'revocation_unavailable';
 
 export type Decision =
-  | { readonly allow: true; readonly sub: string; readonly jti: string; readonly unverified?: boolean }
+  | {
+      readonly allow: true;
+      readonly sub: string;
+      readonly jti: string;
+      /** Allowed by AUTHZ_UNKNOWN_REVOCATION=allow: nothing could say whether it was revoked. */
+      readonly unverified?: boolean;
+      /** Allowed by a replica that follows the bus but could not prove it is current (Redis down). */
+      readonly unproven?: boolean;
+    }
   | { readonly allow: false; readonly reason: DenyReason; readonly jti?: string; readonly sub?: string };
 
-/** Metric label of a decision: the deny reason, `allow`, or `allow_unverified` (policy: allow). */
+/**
+ * Metric label of a decision: the deny reason, `allow`, `allow_unverified`
+ * (policy: allow), or `allow_unproven` (a following replica while Redis is down).
+ */
 export function decisionLabel(decision: Decision): string {
   if (!decision.allow) return decision.reason;
-  return decision.unverified ? 'allow_unverified' : 'allow';
+  return decision.unverified ? 'allow_unverified' : decision.unproven ? 'allow_unproven' : 'allow';
 }
 
 export interface RecentDecision {

@@ -3,8 +3,12 @@ import { BLACKLIST_KEY_PREFIX } from '../../datasets/blacklist.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import type { RedisClient } from '../../sources/redis-source.ts';
 
-/** `revoked`, `ok`, or `unknown` when the source of truth could not be asked. */
-export type RevocationStatus = 'revoked' | 'ok' | 'unknown';
+/**
+ * `revoked`, `ok`, `unknown` when the source of truth could not be asked, or
+ * `unproven`: not revoked as far as a replica that follows every event knows,
+ * while it cannot prove it is current because Redis cannot be read.
+ */
+export type RevocationStatus = 'revoked' | 'ok' | 'unknown' | 'unproven';
 
 /** Where ext-authz learns whether a token id was revoked (AUTHZ_BLACKLIST). */
 export interface RevocationList {
@@ -54,9 +58,12 @@ export function redisLookup(
 
 /**
  * The seed's fix: the local, synced blacklist answers. While the replica is
- * not `ready` (bus down, resync failing) a jti it does not hold may have been
- * revoked during the outage, so Redis is asked; if Redis cannot answer either,
- * the caller's policy decides.
+ * not `ready` (bus down, a repair running, no proof within the bound) a jti
+ * it does not hold may have been revoked, so Redis is asked. If Redis cannot
+ * answer either and the replica still follows the bus, its answer stands
+ * (`unproven`): a Redis outage must not fail all authentication (seed 001),
+ * and no logout can commit while Redis is down. Otherwise the caller's policy
+ * decides.
  */
 export class ReplicaRevocationList implements RevocationList {
   readonly mode = 'replica' as const;
@@ -70,7 +77,10 @@ export class ReplicaRevocationList implements RevocationList {
 
   status(jti: string): RevocationStatus | Promise<RevocationStatus> {
     if (this.#replica.has(jti)) return 'revoked';
-    return this.#replica.state === 'ready' ? 'ok' : this.#lookup(jti);
+    if (this.#replica.state === 'ready') return 'ok';
+    return this.#lookup(jti).then((status) =>
+      status === 'unknown' && this.#replica.following && !this.#replica.has(jti) ? 'unproven' : status,
+    );
   }
 }
 
