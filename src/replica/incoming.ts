@@ -6,6 +6,8 @@ import type { Heartbeat } from '../events/control.ts';
 import { HEARTBEAT_TYPE, readHeartbeat, RELOAD_TYPE } from '../events/control.ts';
 import type { Change } from '../events/event.ts';
 import type { Dataset } from './dataset.ts';
+import { DIGEST_BUCKET_S } from './digest.ts';
+import type { Observation } from './freshness.ts';
 import type { ReplicaEvent } from './generation.ts';
 
 export type Incoming<V> =
@@ -13,6 +15,22 @@ export type Incoming<V> =
   | { kind: 'heartbeat'; heartbeat: Heartbeat }
   /** A protocol message for another dataset sharing the exchange. */
   | { kind: 'ignore' };
+
+/** What a heartbeat tells a replica: the source's state as a writer read it (not authoritative). */
+export function heartbeatObservation(h: Heartbeat): Observation {
+  const fromBucket =
+    h.digestFrom !== undefined && h.digestFrom % DIGEST_BUCKET_S === 0
+      ? h.digestFrom / DIGEST_BUCKET_S
+      : undefined;
+  return {
+    epoch: h.epoch,
+    version: h.version,
+    digest: h.digest,
+    fromBucket,
+    readAt: h.readAt,
+    authoritative: false,
+  };
+}
 
 /** A change from a payload: the dataset's own types, or a reload marker. */
 export function decodeChange<V>(dataset: Dataset<V>, payload: Record<string, unknown>): Change<V> {

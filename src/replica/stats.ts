@@ -1,3 +1,4 @@
+import type { FreshnessStats } from './freshness.ts';
 import type { ResyncReason } from './resync.ts';
 
 export type ReplicaState = 'syncing' | 'ready' | 'degraded';
@@ -74,8 +75,59 @@ export class ReplicaCounters {
     this.lastEventAt = now;
     if (publishedAt !== undefined) this.lagMs = Math.max(0, now - publishedAt);
   }
+
+  /** The replica's stats: these counters and what the rest of the replica reports. */
+  toStats(p: {
+    now: number;
+    dataset: string;
+    state: ReplicaState;
+    version: number;
+    epoch: string;
+    digest: string | null;
+    size: number;
+    held: number;
+    freshness: FreshnessStats;
+    repairing: string | null;
+    sourceFailing: boolean;
+    degradedReadPolicy: string;
+    busConnected: boolean;
+  }): ReplicaStats {
+    const f = p.freshness;
+    return {
+      dataset: p.dataset,
+      state: p.state,
+      version: p.version,
+      epoch: p.epoch,
+      digest: p.digest,
+      size: p.size,
+      last_event_at: isoOrNull(this.lastEventAt),
+      lag_ms: this.lagMs,
+      verified_at: isoOrNull(f.verified_at),
+      staleness_ms: f.verified_at === null ? null : Math.max(0, p.now - f.verified_at),
+      events_applied: this.applied,
+      events_rejected: this.rejected,
+      events_duplicate: this.duplicates,
+      events_stale_epoch: this.staleEpoch,
+      events_held: p.held,
+      gaps: this.gaps,
+      resyncs: this.resyncs,
+      resync_failures: this.resyncFailures,
+      catch_ups: this.catchUps,
+      divergences: f.divergences,
+      heartbeats: f.heartbeats,
+      source_checks: f.checks,
+      source_check_failures: f.check_failures,
+      repairing: p.repairing,
+      source_failing: p.sourceFailing,
+      last_resync_at: isoOrNull(this.lastResyncAt),
+      last_resync_reason: this.lastResyncReason,
+      degraded_read_policy: p.degradedReadPolicy,
+      bus_connected: p.busConnected,
+      rejected_by_code: { ...this.rejectedByCode },
+    };
+  }
 }
 
-export function isoOrNull(ms: number | null): string | null {
+function isoOrNull(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
 }
