@@ -62,6 +62,10 @@ export class RedisTier {
   #closing: Promise<void> | undefined;
   /** Clients dropped because an operation on them (or waiting for them) missed its deadline. */
   readonly #droppedForDeadline = new WeakSet<RedisClient>();
+  /** Clients whose connect() has not settled yet. */
+  readonly #connectingClients = new Set<RedisClient>();
+  /** Connecting clients dropped before they were ready: destroyed once their connect settles. */
+  readonly #abandoned = new WeakSet<RedisClient>();
   readonly #stats = { connects: 0, connect_failures: 0, timeouts: 0, dropped: 0 };
 
   constructor(options: RedisTierOptions) {
@@ -167,18 +171,24 @@ export class RedisTier {
     );
     this.#stats.connects++;
     this.#pendingClient = fresh;
+    this.#connectingClients.add(fresh);
     const connecting = fresh.connect().then(
       () => {
+        this.#connectingClients.delete(fresh);
         if (this.#connecting === connecting) this.#connecting = undefined;
         if (this.#pendingClient === fresh) this.#pendingClient = undefined;
-        if (this.#closed) {
+        if (this.#closed || this.#abandoned.has(fresh)) {
           this.#discard(fresh);
-          throw new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed');
+          throw new CachecastError(
+            'CACHE_CONNECT_FAILED',
+            this.#closed ? 'the cache is closed' : 'the connection was dropped while it connected',
+          );
         }
         this.#client = fresh;
         return fresh;
       },
       (err: unknown) => {
+        this.#connectingClients.delete(fresh);
         if (this.#connecting === connecting) this.#connecting = undefined;
         if (this.#pendingClient === fresh) this.#pendingClient = undefined;
         this.#stats.connect_failures++;
@@ -206,6 +216,16 @@ export class RedisTier {
     if (this.#pendingClient === client) {
       this.#pendingClient = undefined;
       this.#connecting = undefined;
+    }
+    if (this.#connectingClients.has(client)) {
+      // node-redis's destroy() misses a socket still connecting (it is not
+      // attached to the client yet): that socket then connects and stays open
+      // for good, holding the process after close(). So a connecting client is
+      // unref'd now (it never keeps the process alive) and destroyed once its
+      // connect() settles (above).
+      this.#abandoned.add(client);
+      client.unref();
+      return;
     }
     try {
       if (client.isOpen) client.destroy();
