@@ -38,6 +38,7 @@ export const TEST_FILES = [
   'test/integration/cache-catalog.test.ts',
   'test/integration/deploy-manifests.test.ts',
   'test/integration/stack.test.ts',
+  'test/integration/shutdown.test.ts',
   'test/integration/dashboard-browser.test.ts',
   'test/integration/nginx-config.test.ts',
   'test/integration/nginx-authz.test.ts',

@@ -7,6 +7,7 @@ import type { CatalogRepository } from '../../catalog/repository.ts';
 import type { Character } from '../../datasets/catalog.ts';
 import { describeError } from '../../errors.ts';
 import { bearerMatches } from '../../http/bearer.ts';
+import { drainOnClose } from '../../http/drain.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
@@ -79,6 +80,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     },
   });
   installErrorHandlers(app, logger);
+  drainOnClose(app);
   const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
   app.addContentTypeParser(
     ['text/csv', 'text/plain'],
