@@ -2,7 +2,7 @@
 // headers carry `task`, `id`, `expires`, ...; the body is JSON
 // `[args, kwargs, {"callbacks","errbacks","chain","chord"}]`.
 import { randomUUID } from 'node:crypto';
-import { isWellFormedText } from '../../util/text.ts';
+import { grantUserIdProblem } from '../../catalog/grant.ts';
 
 /** The one task this worker runs. */
 export const MATCH_TASK_NAME = 'character.match_reward';
@@ -194,10 +194,9 @@ function parseUserId(value: unknown, ref: { id: string; name: string }): string 
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
   if (typeof value === 'string' && value.length <= MAX_USER_ID_LENGTH) {
-    // JSON can carry "\ud800": such an id could be neither stored as sent nor cached.
-    if (!isWellFormedText(value)) {
-      throw new TaskError('TASK_BAD_SHAPE', 'kwargs.user_id holds a lone UTF-16 surrogate', ref);
-    }
+    // Refused here, with the task, rather than as a grant the database refuses later.
+    const problem = grantUserIdProblem(value);
+    if (problem) throw new TaskError('TASK_BAD_SHAPE', `kwargs.user_id ${problem}`, ref);
     return value;
   }
   throw new TaskError(
