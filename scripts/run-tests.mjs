@@ -31,6 +31,7 @@ export const TEST_FILES = [
   'test/integration/catalog-service.test.ts',
   'test/integration/grants-writer.test.ts',
   'test/integration/match-worker.test.ts',
+  'test/integration/match-worker-limits.test.ts',
   'test/integration/auth-revocations.test.ts',
   'test/integration/ext-authz.test.ts',
   'test/integration/cache-aside.test.ts',

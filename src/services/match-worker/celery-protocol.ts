@@ -60,9 +60,10 @@ export type ParsedTask = { ok: true; task: MatchTask } | { ok: false; error: Tas
 /** What the parser reads from a delivery; rabbitmq-client's AsyncMessage fits. */
 export interface CeleryMessage {
   /**
-   * rabbitmq-client hands over a parsed value for application/json without a
-   * content_encoding (or the raw Buffer when that parse failed), and a Buffer
-   * when content_encoding is set, as Celery sets it (utf-8).
+   * The raw bytes (the worker's consumer keeps them raw, so that `maxBytes`
+   * is checked before any parsing), or a value already parsed, as
+   * rabbitmq-client's own consumer hands over application/json without a
+   * content_encoding (then no size is checked: it was already paid for).
    */
   body: unknown;
   contentType?: string | undefined;
