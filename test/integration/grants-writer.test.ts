@@ -227,6 +227,31 @@ describe('grants writer', () => {
     }
   });
 
+  it('dead-letters an oversized grant unparsed (GRANT_TOO_LARGE)', async (t) => {
+    await amqp.queuePurge(GRANTS_DLQ);
+    const writer = new GrantsWriter({ connection: amqp, pool: db.pool });
+    t.after(() => writer.close());
+    const publisher = amqp.createPublisher({ confirm: true });
+    t.after(() => publisher.close());
+    await writer.start();
+    const character = randomUUID();
+    // A grant of the right shape, padded past 64 KiB; application/json without an encoding, which
+    // rabbitmq-client would parse before the writer could look at its size.
+    const big = { ...grant('big-user', character), pad: 'x'.repeat(100_000) };
+    await publisher.send({ routingKey: GRANTS_QUEUE, durable: true, contentType: 'application/json' }, big);
+    await waitFor(() => writer.stats.dead_lettered === 1, 'the oversized grant dead-lettered');
+    const dead = await amqp.basicGet({ queue: GRANTS_DLQ, noAck: true });
+    assert.match(
+      String(dead?.headers?.['x-dlq-reason']),
+      /^GRANT_TOO_LARGE: body is \d+ bytes, more than 65536$/,
+    );
+    const { rows } = await db.pool.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM character_grants WHERE character_id = $1',
+      [character],
+    );
+    assert.equal(rows[0]!.n, 0);
+  });
+
   it('derives stable, distinct grant ids', () => {
     assert.equal(grantId('u', 'c'), grantId('u', 'c'));
     assert.notEqual(grantId('u', 'c'), grantId('u', 'd'));

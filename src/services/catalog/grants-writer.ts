@@ -1,4 +1,4 @@
-import type { AsyncMessage, Connection, Consumer, Publisher } from 'rabbitmq-client';
+import type { Connection, Consumer, Publisher } from 'rabbitmq-client';
 import type pg from 'pg';
 import { z } from 'zod';
 import { grantId } from '../../catalog/grant-id.ts';
@@ -7,6 +7,8 @@ import { GRANTS_QUEUE, grantTimeAsUtc, grantUserIdProblem } from '../../catalog/
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
+import type { RawMessage } from '../raw-consumer.ts';
+import { createRawBodyConsumer } from '../raw-consumer.ts';
 
 export const GRANTS_DLQ = `${GRANTS_QUEUE}.dlq`;
 
@@ -50,6 +52,8 @@ export interface GrantsWriterOptions {
   batchSize?: number;
   /** How long a partial batch waits for company. @default 20 */
   lingerMs?: number;
+  /** Larger messages are dead-lettered (GRANT_TOO_LARGE) unparsed. @default 65536 */
+  maxBodyBytes?: number;
   /** Called with the user ids of each committed batch (e.g. to invalidate their cached collections). */
   onCommitted?: (userIds: string[]) => void | Promise<void>;
 }
@@ -96,6 +100,7 @@ export class GrantsWriter {
     this.#o = {
       batchSize: 100,
       lingerMs: 20,
+      maxBodyBytes: 65_536,
       ...options,
       logger: (options.logger ?? silentLogger).child({ component: 'grants-writer' }),
     };
@@ -109,7 +114,9 @@ export class GrantsWriter {
       queues: [{ queue: GRANTS_DLQ, durable: true }],
     });
     return new Promise((resolve) => {
-      this.#consumer = connection.createConsumer(
+      // Raw bodies: the size is checked before anything parses them.
+      this.#consumer = createRawBodyConsumer(
+        connection,
         {
           queue: GRANTS_QUEUE,
           queueOptions: { durable: true },
@@ -126,17 +133,20 @@ export class GrantsWriter {
     });
   }
 
-  async #handle(msg: AsyncMessage): Promise<void> {
-    const raw: unknown = msg.body;
-    let parsed: unknown = raw;
-    if (Buffer.isBuffer(raw) || typeof raw === 'string') {
-      try {
-        parsed = JSON.parse(raw.toString());
-      } catch {
-        parsed = undefined;
-      }
+  async #handle(msg: RawMessage): Promise<void> {
+    const body = msg.body;
+    if (body.length > this.#o.maxBodyBytes) {
+      const reason = `body is ${body.length} bytes, more than ${this.#o.maxBodyBytes}`;
+      await this.#deadLetter(body, `GRANT_TOO_LARGE: ${reason}`);
+      this.#o.logger.warn({ reason }, 'oversized grant dead-lettered');
+      return;
     }
-    const body = Buffer.isBuffer(raw) ? raw : Buffer.from(JSON.stringify(raw ?? null));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString());
+    } catch {
+      parsed = undefined;
+    }
     const result = grantSchema.safeParse(parsed);
     if (!result.success) {
       const reason = result.error.issues[0]?.message ?? 'not a grant';
