@@ -62,9 +62,9 @@ export class RedisTier {
   #closing: Promise<void> | undefined;
   /** Clients dropped because an operation on them (or waiting for them) missed its deadline. */
   readonly #droppedForDeadline = new WeakSet<RedisClient>();
-  /** Clients whose connect() has not settled yet. */
-  readonly #connectingClients = new Set<RedisClient>();
-  /** Connecting clients dropped before they were ready: destroyed once their connect settles. */
+  /** Clients whose connect() has not settled yet: true once their socket has connected. */
+  readonly #connectingClients = new Map<RedisClient, boolean>();
+  /** Clients dropped before their socket connected: destroyed once it has. */
   readonly #abandoned = new WeakSet<RedisClient>();
   readonly #stats = { connects: 0, connect_failures: 0, timeouts: 0, dropped: 0 };
 
@@ -169,9 +169,15 @@ export class RedisTier {
     fresh.on('error', (err: unknown) =>
       this.#o.logger.debug({ err: describeError(err) }, 'redis connection error'),
     );
+    fresh.once('connect', () => {
+      if (!this.#connectingClients.has(fresh)) return;
+      this.#connectingClients.set(fresh, true);
+      // Once its handshake is under way, so that destroy() fails the connect instead of stranding it.
+      if (this.#abandoned.has(fresh)) setImmediate(() => this.#discard(fresh));
+    });
     this.#stats.connects++;
     this.#pendingClient = fresh;
-    this.#connectingClients.add(fresh);
+    this.#connectingClients.set(fresh, false);
     const connecting = fresh.connect().then(
       () => {
         this.#connectingClients.delete(fresh);
@@ -217,14 +223,12 @@ export class RedisTier {
       this.#pendingClient = undefined;
       this.#connecting = undefined;
     }
-    if (this.#connectingClients.has(client)) {
-      // node-redis's destroy() misses a socket still connecting (it is not
-      // attached to the client yet): that socket then connects and stays open
-      // for good, holding the process after close(). So a connecting client is
-      // unref'd now (it never keeps the process alive) and destroyed once its
-      // connect() settles (above).
+    if (this.#connectingClients.get(client) === false) {
+      // node-redis's destroy() misses a socket that has not connected yet (it
+      // is attached to the client only then): that socket would connect and
+      // stay open for good, holding the process after close(). Destroyed as
+      // soon as it connects instead (the connect timeout ends it otherwise).
       this.#abandoned.add(client);
-      client.unref();
       return;
     }
     try {
