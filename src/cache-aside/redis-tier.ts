@@ -62,6 +62,10 @@ export class RedisTier {
   #closing: Promise<void> | undefined;
   /** Clients dropped because an operation on them (or waiting for them) missed its deadline. */
   readonly #droppedForDeadline = new WeakSet<RedisClient>();
+  /** Clients whose connect() has not settled yet: true once their socket has connected. */
+  readonly #connectingClients = new Map<RedisClient, boolean>();
+  /** Clients dropped before their socket connected: destroyed once it has. */
+  readonly #abandoned = new WeakSet<RedisClient>();
   readonly #stats = { connects: 0, connect_failures: 0, timeouts: 0, dropped: 0 };
 
   constructor(options: RedisTierOptions) {
@@ -165,20 +169,32 @@ export class RedisTier {
     fresh.on('error', (err: unknown) =>
       this.#o.logger.debug({ err: describeError(err) }, 'redis connection error'),
     );
+    fresh.once('connect', () => {
+      if (!this.#connectingClients.has(fresh)) return;
+      this.#connectingClients.set(fresh, true);
+      // Once its handshake is under way, so that destroy() fails the connect instead of stranding it.
+      if (this.#abandoned.has(fresh)) setImmediate(() => this.#discard(fresh));
+    });
     this.#stats.connects++;
     this.#pendingClient = fresh;
+    this.#connectingClients.set(fresh, false);
     const connecting = fresh.connect().then(
       () => {
+        this.#connectingClients.delete(fresh);
         if (this.#connecting === connecting) this.#connecting = undefined;
         if (this.#pendingClient === fresh) this.#pendingClient = undefined;
-        if (this.#closed) {
+        if (this.#closed || this.#abandoned.has(fresh)) {
           this.#discard(fresh);
-          throw new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed');
+          throw new CachecastError(
+            'CACHE_CONNECT_FAILED',
+            this.#closed ? 'the cache is closed' : 'the connection was dropped while it connected',
+          );
         }
         this.#client = fresh;
         return fresh;
       },
       (err: unknown) => {
+        this.#connectingClients.delete(fresh);
         if (this.#connecting === connecting) this.#connecting = undefined;
         if (this.#pendingClient === fresh) this.#pendingClient = undefined;
         this.#stats.connect_failures++;
@@ -206,6 +222,14 @@ export class RedisTier {
     if (this.#pendingClient === client) {
       this.#pendingClient = undefined;
       this.#connecting = undefined;
+    }
+    if (this.#connectingClients.get(client) === false) {
+      // node-redis's destroy() misses a socket that has not connected yet (it
+      // is attached to the client only then): that socket would connect and
+      // stay open for good, holding the process after close(). Destroyed as
+      // soon as it connects instead (the connect timeout ends it otherwise).
+      this.#abandoned.add(client);
+      return;
     }
     try {
       if (client.isOpen) client.destroy();

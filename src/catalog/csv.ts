@@ -3,7 +3,8 @@ import type { CharacterInput } from './character-input.ts';
 /**
  * Stable codes for catalog CSV problems; callers may `switch` on them.
  * Syntax-level codes (encoding, quoting) stop parsing; every other code is
- * collected so that one import lists every problem in the file.
+ * collected so that one import lists the problems of the whole file (the
+ * first MAX_CSV_ERRORS of them; the rest are counted).
  */
 export type CsvIssueCode =
   /** The file is not valid UTF-8 (reported on the line of the first bad byte). */
@@ -36,11 +37,28 @@ export interface CsvIssue {
   message: string;
 }
 
-export type CsvResult = { ok: true; rows: CharacterInput[] } | { ok: false; errors: CsvIssue[] };
+export type CsvResult =
+  | { ok: true; rows: CharacterInput[] }
+  | {
+      ok: false;
+      /** The first `maxErrors` problems, in file order. */
+      errors: CsvIssue[];
+      /** Every problem found, listed or not (`errorCount - errors.length` more than listed). */
+      errorCount: number;
+    };
+
+/**
+ * Problems kept by default: a file wrong on every line (4 MB of `x\n` is
+ * 2,000,000 errors) would otherwise cost hundreds of MiB and seconds of a
+ * blocked event loop to list, for an answer nobody reads past its start.
+ */
+export const MAX_CSV_ERRORS = 1000;
 
 export interface ParseCatalogCsvOptions {
   /** Called every PROGRESS_EVERY data rows and once at the end; bytesDone counts bytes of `input`. */
   onProgress?: (rowsDone: number, bytesDone: number) => void;
+  /** Problems listed; past it they are only counted. @default MAX_CSV_ERRORS (1000) */
+  maxErrors?: number;
 }
 
 const REQUIRED_COLUMNS = ['code', 'name', 'match_label', 'type_label', 'dialog'] as const;
@@ -53,6 +71,8 @@ interface Header {
   /** Field index of each column, -1 when absent (only is_default may be). */
   index: Record<Column, number>;
   line: number;
+  /** The field-count message, built once: a file may have millions of rows with the wrong count. */
+  fieldCountMessage: (found: number) => string;
 }
 
 /** Same limits as the wire schema (src/datasets/catalog.ts). */
@@ -236,6 +256,9 @@ const show = (value: string): string =>
  */
 export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions = {}): CsvResult {
   const { onProgress } = options;
+  const maxErrors = options.maxErrors ?? MAX_CSV_ERRORS;
+  if (!Number.isInteger(maxErrors) || maxErrors < 1)
+    throw new RangeError('maxErrors must be an integer >= 1');
   const bomLength = input[0] === 0xef && input[1] === 0xbb && input[2] === 0xbf ? 3 : 0;
 
   let text: string;
@@ -256,13 +279,16 @@ export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions =
           message: `invalid UTF-8${byte}; save the file as UTF-8`,
         },
       ],
+      errorCount: 1,
     };
   }
 
   const issues: CsvIssue[] = [];
+  let issueCount = 0;
   const rows: CharacterInput[] = [];
   const issue = (line: number, code: CsvIssueCode, message: string): void => {
-    issues.push({ line, code, message });
+    issueCount++;
+    if (issues.length < maxErrors) issues.push({ line, code, message });
   };
 
   // Assigned from the tokenizer callback, so kept in an object for control-flow analysis.
@@ -297,7 +323,7 @@ export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions =
       issue(
         line,
         fields.length < expected ? 'CSV_MISSING_FIELD' : 'CSV_EXTRA_FIELD',
-        `expected ${expected} fields (${header.columns.join(',')}), found ${fields.length}`,
+        header.fieldCountMessage(fields.length),
       );
       return;
     }
@@ -352,7 +378,7 @@ export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions =
     }
 
     // Once anything is wrong the rows are never returned; stop keeping them.
-    if (rowOk && issues.length === 0) {
+    if (rowOk && issueCount === 0) {
       rows.push({
         code,
         name,
@@ -367,19 +393,20 @@ export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions =
   const syntax = tokenize(text, onRecord);
   if (syntax) {
     issue(syntax.line, 'CSV_BAD_QUOTING', syntax.message);
-    return { ok: false, errors: issues };
+    return { ok: false, errors: issues, errorCount: issueCount };
   }
   if (state.header === null && !state.headerBad) {
     return {
       ok: false,
       errors: [{ line: 1, code: 'CSV_EMPTY', message: 'the file is empty (no header row)' }],
+      errorCount: 1,
     };
   }
   if (state.header !== null && dataRows === 0) {
     issue(state.header.line, 'CSV_EMPTY', 'the file has a header but no rows');
   }
   onProgress?.(dataRows, input.length);
-  return issues.length > 0 ? { ok: false, errors: issues } : { ok: true, rows };
+  return issueCount > 0 ? { ok: false, errors: issues, errorCount: issueCount } : { ok: true, rows };
 }
 
 function readHeader(
@@ -418,10 +445,22 @@ function readHeader(
     issue(line, 'CSV_BAD_HEADER', `duplicate column(s) ${duplicate.join(', ')}`);
   }
   if (missing.length + unknown.length + duplicate.length > 0) return null;
-  return { columns: fields as Column[], index, line };
+  const fieldCountMessage = `expected ${fields.length} fields (${fields.join(',')}), found `;
+  return {
+    columns: fields as Column[],
+    index,
+    line,
+    fieldCountMessage: (found) => fieldCountMessage + found,
+  };
 }
 
 /** One line per issue: `catalog.csv:12: CSV_DUPLICATE_CODE: code "pet" already on line 4`. */
 export function formatCsvIssues(issues: CsvIssue[], file = 'catalog.csv'): string {
   return issues.map((i) => `${file}:${i.line}: ${i.code}: ${i.message}`).join('\n');
+}
+
+/** What follows a capped list of issues: `... and 1999000 more errors`, or '' when all are listed. */
+export function moreCsvErrors(result: { errors: CsvIssue[]; errorCount: number }): string {
+  const more = result.errorCount - result.errors.length;
+  return more > 0 ? `... and ${more} more error${more === 1 ? '' : 's'}` : '';
 }

@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { Presets, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import pg from 'pg';
-import { formatCsvIssues, parseCatalogCsv } from '../catalog/csv.ts';
+import { formatCsvIssues, moreCsvErrors, parseCatalogCsv } from '../catalog/csv.ts';
 import { CatalogRepository } from '../catalog/repository.ts';
 import type { CommonConfig } from '../config/env.ts';
 import { intVar, loadCommonConfig } from '../config/env.ts';
@@ -118,9 +118,6 @@ const SERVICES: Record<string, () => Promise<ServiceStarter>> = {
   'match-worker': async () => (await import('../services/match-worker/main.ts')).startMatchWorker,
 };
 
-/** A CSV with more errors than this lists the first ones and counts the rest. */
-const MAX_LISTED_ERRORS = 200;
-
 /** A usage problem: one line, exit 1, no stack. */
 class CliError extends Error {}
 
@@ -161,12 +158,10 @@ async function importCommand(file: string, dryRun: boolean): Promise<void> {
   const parsed = parseCatalogCsv(input, { onProgress: (_rows, bytes) => bar?.update(bytes) });
   bar?.stop();
   if (!parsed.ok) {
-    const shown = parsed.errors.slice(0, MAX_LISTED_ERRORS);
-    process.stderr.write(`${formatCsvIssues(shown, basename(file))}\n`);
-    if (parsed.errors.length > shown.length) {
-      process.stderr.write(`... and ${parsed.errors.length - shown.length} more\n`);
-    }
-    throw new CliError(`${parsed.errors.length} error(s) in ${basename(file)}; nothing was imported`);
+    // The parser keeps the first MAX_CSV_ERRORS and counts the rest, as the admin API lists them.
+    const more = moreCsvErrors(parsed);
+    process.stderr.write(`${formatCsvIssues(parsed.errors, basename(file))}\n${more ? `${more}\n` : ''}`);
+    throw new CliError(`${parsed.errorCount} error(s) in ${basename(file)}; nothing was imported`);
   }
   if (dryRun) {
     out(`${basename(file)}: ${parsed.rows.length} characters, valid; nothing changed (--dry-run)`);

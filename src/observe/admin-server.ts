@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 
 import type { Registry } from 'prom-client';
 import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+import { DRAIN_GRACE_MS, forceCloseAfter } from '../http/drain.ts';
 import { listen } from '../http/listen.ts';
 import { sendJson as send } from '../http/send-json.ts';
 
@@ -29,6 +30,8 @@ export class AdminServer {
   constructor(options: AdminServerOptions) {
     this.#o = options;
     this.#server = createServer((req, res) => {
+      // While closing, every answer closes its connection (see drainOnClose).
+      if (this.#closing) res.shouldKeepAlive = false;
       this.#handle(req, res).catch(() => {
         if (!res.headersSent) send(res, 500, { error: 'internal' });
       });
@@ -85,10 +88,15 @@ export class AdminServer {
     return listen(this.#server, port, host);
   }
 
-  close(): Promise<void> {
+  /** Stops accepting, answers what is in flight, drops what is left after `graceMs`. Idempotent. */
+  close(graceMs = DRAIN_GRACE_MS): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {
       if (!this.#server.listening) return resolve();
-      this.#server.close(() => resolve());
+      const force = forceCloseAfter(this.#server, graceMs);
+      this.#server.close(() => {
+        clearTimeout(force);
+        resolve();
+      });
       this.#server.closeIdleConnections();
     });
     return this.#closing;

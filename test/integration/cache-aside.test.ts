@@ -349,3 +349,22 @@ describe('cache-aside against Redis', () => {
     assert.equal(await own.invalidate(Keys.PROFILE, { user_id: 'drain' }), false);
   });
 });
+
+describe('cache-aside Redis tier: connections', () => {
+  it('close() while a connection is being opened leaves no connection behind', async () => {
+    const clientName = uniqueName('tier-connecting');
+    const tier = new RedisTier({ url: REDIS_URL, commandTimeoutMs: 1000, clientName });
+    // The read opens a connection; close() comes before its socket has connected (as a SIGTERM
+    // right after a write-back began). node-redis's destroy() misses a socket not connected yet:
+    // it then connects, and stays open for good, keeping a closed service's process alive.
+    const read = tier.get('never-read');
+    await tier.close();
+    await assert.rejects(read, (err: unknown) => (err as { code?: string }).code === 'CACHE_CONNECT_FAILED');
+    await waitFor(
+      async () => !(await redis.clientList()).some((c) => c.name === clientName),
+      `no connection named ${clientName} left on Redis`,
+      5000,
+      50,
+    );
+  });
+});

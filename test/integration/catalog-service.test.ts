@@ -268,6 +268,39 @@ describe('catalog admin API', () => {
     );
   });
 
+  it('refuses a CSV wrong on every line with the first 1000 errors and the count of the rest', async () => {
+    const version = await current();
+    // The default 32 MiB limit: 4 MB of `x\n`, 2,000,000 errors.
+    const wide = buildCatalogApp({ replica, repository, adminToken: TOKEN });
+    fx.defer(() => wide.close());
+    const refused = await wide.inject({
+      method: 'POST',
+      url: '/admin/characters/import',
+      headers: { ...auth, 'content-type': 'text/csv' },
+      payload: `code,name,match_label,type_label,dialog\n${'x\n'.repeat(2_000_000)}`,
+    });
+    assert.equal(refused.statusCode, 422);
+    assert.ok(refused.body.length < 200_000, `a small answer: ${refused.body.length} bytes`);
+    const body = refused.json<{
+      error: string;
+      message: string;
+      error_count: number;
+      more_errors: number;
+      errors: Array<{ line: number; code: string }>;
+    }>();
+    assert.equal(body.error, 'invalid_csv');
+    assert.equal(body.error_count, 2_000_000);
+    assert.equal(body.more_errors, 1_999_000);
+    assert.equal(body.errors.length, 1000);
+    assert.deepEqual(body.errors[0], {
+      line: 2,
+      code: 'CSV_MISSING_FIELD',
+      message: 'expected 5 fields (code,name,match_label,type_label,dialog), found 1',
+    });
+    assert.equal(body.message, 'nothing was imported; ... and 1999000 more errors');
+    assert.equal(await current(), version, 'nothing changed');
+  });
+
   it('keeps accepting writes while the broker is down; they reach the replica when it returns', async () => {
     await fx.stopRelays();
     const proxy = await rabbitProxy();

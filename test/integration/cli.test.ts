@@ -105,6 +105,23 @@ describe('cachecast CLI', () => {
     assert.match(missing.stderr, /^cachecast: cannot read .*nope\.csv: ENOENT\n$/);
   });
 
+  it('import of a file wrong on every line lists the first 1000 errors and counts the rest', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'cachecast-cli-'));
+    const bad = join(dir, 'all-bad.csv');
+    await writeFile(bad, `code,name,match_label,type_label,dialog\n${'x\n'.repeat(2_000_000)}`);
+    const refused = await cli(['import', '--dry-run', bad], { DATABASE_URL: urlWithSchema() });
+    assert.equal(refused.code, 1);
+    const lines = refused.stderr.trim().split('\n');
+    assert.equal(lines.length, 1002, 'the first 1000 errors, the count of the rest, the summary');
+    assert.equal(
+      lines[0],
+      'all-bad.csv:2: CSV_MISSING_FIELD: expected 5 fields (code,name,match_label,type_label,dialog), found 1',
+    );
+    assert.match(lines[999]!, /^all-bad\.csv:1001: CSV_MISSING_FIELD/);
+    assert.equal(lines[1000], '... and 1999000 more errors');
+    assert.equal(lines[1001], 'cachecast: 2000000 error(s) in all-bad.csv; nothing was imported');
+  });
+
   it('import --dry-run validates only; import replaces the catalog and broadcasts it', async () => {
     const sample = join(import.meta.dirname, '../../data/sample-catalog.csv');
     const dry = await cli(['import', '--dry-run', sample], { DATABASE_URL: urlWithSchema() });

@@ -590,6 +590,41 @@ describe('match worker: Celery interop', () => {
     assert.equal(g2?.task_id, numeric!.task_id);
   });
 
+  it('a task whose user_id PostgreSQL cannot store (a NUL) is dead-lettered with its reason, and grants nothing', async () => {
+    const before = service.worker.stats;
+    const poison = encodeCeleryTask({
+      classification: { middle_category: 'glass' },
+      userId: 'nul\u0000user',
+    });
+    const good = encodeCeleryTask({ classification: { middle_category: 'glass' }, userId: 'fine-user' });
+    await publishRaw(poison.body, poison.properties);
+    await publishRaw(good.body, good.properties);
+    await waitFor(() => {
+      const s = service.worker.stats;
+      return (
+        s.in_flight === 0 && s.dead_lettered === before.dead_lettered + 1 && s.success === before.success + 1
+      );
+    }, 'the poison dead-lettered, the good task run');
+    const [dead] = await drain(MATCH_DLQ);
+    assert.equal(
+      dead?.headers?.['x-dlq-reason'],
+      'TASK_BAD_SHAPE: kwargs.user_id holds a NUL character, which PostgreSQL cannot store',
+    );
+    assert.equal(dead?.headers?.id, poison.id);
+    // Its caller's get() raises instead of waiting.
+    const failed = JSON.parse((await redis.get(taskMetaKey(poison.id)))!) as { status: string };
+    assert.equal(failed.status, 'FAILURE');
+    // Only the good task's grant reaches the grants writer.
+    const grants = (await drain(GRANTS_QUEUE)).map(
+      (m) => JSON.parse(Buffer.isBuffer(m.body) ? m.body.toString() : JSON.stringify(m.body)) as GrantMessage,
+    );
+    assert.deepEqual(
+      grants.map((g) => g.user_id),
+      ['fine-user'],
+    );
+    await redis.del([poison.id, good.id].map(taskMetaKey));
+  });
+
   it('counts outcomes and latencies on /metrics', async () => {
     const res = await fetch(`${service.endpoints.admin}/metrics`);
     const text = await res.text();

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { CsvIssue, CsvResult } from '../../src/catalog/csv.ts';
-import { formatCsvIssues, parseCatalogCsv } from '../../src/catalog/csv.ts';
+import { MAX_CSV_ERRORS, formatCsvIssues, moreCsvErrors, parseCatalogCsv } from '../../src/catalog/csv.ts';
 import type { CharacterInput } from '../../src/catalog/character-input.ts';
 import { bigCatalogCsv } from '../support/big-csv.ts';
 
@@ -244,6 +246,47 @@ describe('parseCatalogCsv: refused files', () => {
     assert.match(messages[7]!, /dialog is 10001 characters, the limit is 10000/);
     assert.match(messages[8]!, /already true on line 2/);
     assert.match(messages[12]!, /already on line 2/);
+  });
+
+  it('keeps the first 1000 errors of a file wrong on every line and counts the rest, in little memory', () => {
+    // 4 MB of `x\n`: once 2,000,000 error objects (+494 MiB) and 8.6 s of a blocked event loop.
+    const input = Buffer.from(`${HEADER}\n${'x\n'.repeat(2_000_000)}`);
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    const result = parseCatalogCsv(input);
+    gc();
+    const retained = process.memoryUsage().heapUsed - before;
+    assert.ok(!result.ok);
+    assert.equal(MAX_CSV_ERRORS, 1000);
+    assert.equal(result.errors.length, 1000);
+    assert.equal(result.errorCount, 2_000_000);
+    assert.deepEqual(result.errors[0], {
+      line: 2,
+      code: 'CSV_MISSING_FIELD',
+      message: 'expected 6 fields (code,name,match_label,type_label,dialog,is_default), found 1',
+    });
+    assert.equal(result.errors.at(-1)!.line, 1001, 'the first ones, in file order');
+    assert.equal(moreCsvErrors(result), '... and 1999000 more errors');
+    assert.ok(retained < 64 * 1024 * 1024, `the result holds ${retained} bytes`);
+  });
+
+  it('lists as many errors as asked, and says nothing more when all are listed', () => {
+    const input = csv(HEADER, 'a', 'b', 'c');
+    const two = parseCatalogCsv(input, { maxErrors: 2 });
+    assert.deepEqual(errorsOf(two), [
+      [2, 'CSV_MISSING_FIELD'],
+      [3, 'CSV_MISSING_FIELD'],
+    ]);
+    assert.ok(!two.ok);
+    assert.equal(two.errorCount, 3);
+    assert.equal(moreCsvErrors(two), '... and 1 more error');
+    const all = parseCatalogCsv(input);
+    assert.ok(!all.ok);
+    assert.equal(all.errorCount, 3);
+    assert.equal(moreCsvErrors(all), '');
+    assert.throws(() => parseCatalogCsv(input, { maxErrors: 0 }), RangeError);
   });
 
   it('reports the line where the record starts when an earlier record spans lines', () => {

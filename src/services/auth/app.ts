@@ -6,6 +6,7 @@ import type { TokenVerifier } from '../../auth/jwt/verifier.ts';
 import { INVALID_TOKEN_CHALLENGE } from '../../auth/jwt/bearer.ts';
 import { extractBearer } from '../../auth/jwt/verifier.ts';
 import { describeError } from '../../errors.ts';
+import { drainOnClose } from '../../http/drain.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
@@ -36,6 +37,7 @@ export function buildAuthApp(options: AuthAppOptions): FastifyInstance {
   const logger = options.logger ?? silentLogger;
   const app = Fastify({ logger: false, bodyLimit: 16 * 1024 });
   installErrorHandlers(app, logger);
+  drainOnClose(app);
 
   app.post('/api/v1/auth/login', async (req, reply) => {
     if (!options.issuer) {

@@ -2,11 +2,12 @@ import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { CharacterInput } from '../../catalog/character-input.ts';
-import { parseCatalogCsv } from '../../catalog/csv.ts';
+import { moreCsvErrors, parseCatalogCsv } from '../../catalog/csv.ts';
 import type { CatalogRepository } from '../../catalog/repository.ts';
 import type { Character } from '../../datasets/catalog.ts';
 import { describeError } from '../../errors.ts';
 import { bearerMatches } from '../../http/bearer.ts';
+import { drainOnClose } from '../../http/drain.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
@@ -79,6 +80,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     },
   });
   installErrorHandlers(app, logger);
+  drainOnClose(app);
   const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
   app.addContentTypeParser(
     ['text/csv', 'text/plain'],
@@ -152,10 +154,12 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
       }
       const parsed = parseCatalogCsv(req.body);
       if (!parsed.ok) {
-        // Every error is counted; a file of 100k bad rows returns the first 1000.
-        return sendError(reply, 422, 'invalid_csv', 'nothing was imported', {
-          error_count: parsed.errors.length,
-          errors: parsed.errors.slice(0, 1000),
+        // Every error is counted; the parser keeps the first 1000 (a file wrong on every line stays cheap).
+        const more = moreCsvErrors(parsed);
+        return sendError(reply, 422, 'invalid_csv', `nothing was imported${more ? `; ${more}` : ''}`, {
+          error_count: parsed.errorCount,
+          more_errors: parsed.errorCount - parsed.errors.length,
+          errors: parsed.errors,
         });
       }
       const result = await repository.replaceAll(parsed.rows);

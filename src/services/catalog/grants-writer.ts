@@ -1,29 +1,48 @@
-import type { AsyncMessage, Connection, Consumer, Publisher } from 'rabbitmq-client';
+import type { Connection, Consumer, Publisher } from 'rabbitmq-client';
 import type pg from 'pg';
 import { z } from 'zod';
 import { grantId } from '../../catalog/grant-id.ts';
 import type { GrantMessage } from '../../catalog/grant.ts';
-import { GRANTS_QUEUE } from '../../catalog/grant.ts';
+import { GRANTS_QUEUE, grantTimeAsUtc, grantUserIdProblem } from '../../catalog/grant.ts';
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import { isWellFormedText } from '../../util/text.ts';
+import type { RawMessage } from '../raw-consumer.ts';
+import { createRawBodyConsumer } from '../raw-consumer.ts';
 
 export const GRANTS_DLQ = `${GRANTS_QUEUE}.dlq`;
 
+/** Values PostgreSQL would refuse are refused here: one of them would fail its whole batch. */
 const grantSchema = z.object({
-  // A lone surrogate (JSON can carry "\ud800") has no UTF-8 form: PostgreSQL would store U+FFFD
-  // instead, and no cache key can be built from it.
   user_id: z
     .string()
     .min(1)
     .max(200)
-    .refine(isWellFormedText, 'user_id is not well-formed UTF-16 (a lone surrogate)'),
+    .superRefine((id, ctx) => {
+      const problem = grantUserIdProblem(id);
+      if (problem) ctx.addIssue({ code: 'custom', message: `user_id ${problem}` });
+    }),
   character_id: z.uuid(),
   character_code: z.string().max(200),
   task_id: z.string().max(200),
-  granted_at: z.iso.datetime({ offset: true }),
+  granted_at: z.iso
+    .datetime({ offset: true })
+    .refine((t) => grantTimeAsUtc(t) !== undefined, 'granted_at is outside the years 1 to 9999 (UTC)')
+    .transform((t) => grantTimeAsUtc(t)!),
 });
+
+/**
+ * SQLSTATE classes that blame the rows, not the database: data exceptions
+ * (22), integrity constraints (23), program limits such as an oversized index
+ * row (54). A batch failing so is split to find the row; any other failure
+ * (connection lost, database down) requeues the whole batch.
+ */
+const ROW_ERROR_CLASSES: ReadonlySet<string> = new Set(['22', '23', '54']);
+
+function isRowError(err: unknown): err is Error & { code: string } {
+  const code = (err as { code?: unknown } | null)?.code;
+  return err instanceof Error && typeof code === 'string' && ROW_ERROR_CLASSES.has(code.slice(0, 2));
+}
 
 export interface GrantsWriterOptions {
   connection: Connection;
@@ -33,12 +52,16 @@ export interface GrantsWriterOptions {
   batchSize?: number;
   /** How long a partial batch waits for company. @default 20 */
   lingerMs?: number;
+  /** Larger messages are dead-lettered (GRANT_TOO_LARGE) unparsed. @default 65536 */
+  maxBodyBytes?: number;
   /** Called with the user ids of each committed batch (e.g. to invalidate their cached collections). */
   onCommitted?: (userIds: string[]) => void | Promise<void>;
 }
 
 interface Pending {
   grant: GrantMessage;
+  /** The message as it came, for the DLQ. */
+  body: Buffer;
   resolve(): void;
   reject(err: unknown): void;
 }
@@ -47,7 +70,10 @@ interface Pending {
  * Persists the grants the match worker publishes (seed 002 #11-12): in
  * batches, idempotently (a deterministic id per user and character, ON
  * CONFLICT DO NOTHING), acknowledging each message only after its batch
- * committed. A malformed message goes to `character.grants.dlq`.
+ * committed. A malformed message goes to `character.grants.dlq`
+ * (GRANT_BAD_SHAPE); so does a grant the database refuses all the same
+ * (GRANT_REFUSED_BY_DATABASE), found by splitting its batch, whose other
+ * grants are written.
  */
 export class GrantsWriter {
   readonly #o: Required<Omit<GrantsWriterOptions, 'onCommitted' | 'logger'>> &
@@ -57,12 +83,24 @@ export class GrantsWriter {
   #batch: Pending[] = [];
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
-  readonly stats = { written: 0, duplicates: 0, dead_lettered: 0, batches: 0, failures: 0 };
+  readonly stats = {
+    written: 0,
+    duplicates: 0,
+    dead_lettered: 0,
+    /** Of dead_lettered: refused by the database, found by splitting their batch. */
+    refused: 0,
+    batches: 0,
+    /** Batches that failed as a whole and were requeued. */
+    failures: 0,
+    /** Batches split in two after a row error. */
+    splits: 0,
+  };
 
   constructor(options: GrantsWriterOptions) {
     this.#o = {
       batchSize: 100,
       lingerMs: 20,
+      maxBodyBytes: 65_536,
       ...options,
       logger: (options.logger ?? silentLogger).child({ component: 'grants-writer' }),
     };
@@ -76,7 +114,9 @@ export class GrantsWriter {
       queues: [{ queue: GRANTS_DLQ, durable: true }],
     });
     return new Promise((resolve) => {
-      this.#consumer = connection.createConsumer(
+      // Raw bodies: the size is checked before anything parses them.
+      this.#consumer = createRawBodyConsumer(
+        connection,
         {
           queue: GRANTS_QUEUE,
           queueOptions: { durable: true },
@@ -93,30 +133,30 @@ export class GrantsWriter {
     });
   }
 
-  async #handle(msg: AsyncMessage): Promise<void> {
-    const raw: unknown = msg.body;
-    let parsed: unknown = raw;
-    if (Buffer.isBuffer(raw) || typeof raw === 'string') {
-      try {
-        parsed = JSON.parse(raw.toString());
-      } catch {
-        parsed = undefined;
-      }
+  async #handle(msg: RawMessage): Promise<void> {
+    const body = msg.body;
+    if (body.length > this.#o.maxBodyBytes) {
+      const reason = `body is ${body.length} bytes, more than ${this.#o.maxBodyBytes}`;
+      await this.#deadLetter(body, `GRANT_TOO_LARGE: ${reason}`);
+      this.#o.logger.warn({ reason }, 'oversized grant dead-lettered');
+      return;
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(body.toString());
+    } catch {
+      parsed = undefined;
     }
     const result = grantSchema.safeParse(parsed);
     if (!result.success) {
       const reason = result.error.issues[0]?.message ?? 'not a grant';
-      await this.#dlq!.send(
-        { routingKey: GRANTS_DLQ, durable: true, headers: { 'x-dlq-reason': `GRANT_BAD_SHAPE: ${reason}` } },
-        Buffer.isBuffer(raw) ? raw : Buffer.from(JSON.stringify(raw ?? null)),
-      );
-      this.stats.dead_lettered++;
+      await this.#deadLetter(body, `GRANT_BAD_SHAPE: ${reason}`);
       this.#o.logger.warn({ reason }, 'malformed grant dead-lettered');
       return;
     }
     // Resolves when the batch holding this grant has committed: only then is it acked.
     await new Promise<void>((resolve, reject) => {
-      this.#batch.push({ grant: result.data, resolve, reject });
+      this.#batch.push({ grant: result.data, body, resolve, reject });
       if (this.#batch.length >= this.#o.batchSize) this.#flush();
       else this.#timer ??= setTimeout(() => this.#flush(), this.#o.lingerMs);
     });
@@ -128,15 +168,56 @@ export class GrantsWriter {
     const batch = this.#batch;
     this.#batch = [];
     if (batch.length === 0) return;
-    this.#write(batch).then(
-      () => batch.forEach((p) => p.resolve()),
+    this.#writeOrSplit(batch).then(
+      () => undefined,
       (err: unknown) => {
         this.stats.failures++;
         this.#o.logger.warn({ err: describeError(err), size: batch.length }, 'grant batch failed; requeued');
-        // Redelivered after a pause, so a database outage is not a hot loop.
+        // Redelivered after a pause, so a database outage is not a hot loop (the grants of
+        // sub-batches already written are resolved: rejecting them changes nothing).
         setTimeout(() => batch.forEach((p) => p.reject(err)), 1000).unref();
       },
     );
+  }
+
+  /**
+   * Writes the batch and resolves its grants. A row error splits it in two,
+   * each half written the same way, down to the one grant the database
+   * refuses, which is dead-lettered (then acked): one bad grant costs about
+   * 2·log2(batch) statements and blocks nothing. Other errors reject (requeue).
+   */
+  async #writeOrSplit(batch: Pending[]): Promise<void> {
+    try {
+      await this.#write(batch);
+    } catch (err) {
+      if (!isRowError(err)) throw err;
+      if (batch.length === 1) {
+        const [refused] = batch as [Pending];
+        const reason = `GRANT_REFUSED_BY_DATABASE: ${err.code} ${err.message}`.slice(0, 500);
+        await this.#deadLetter(refused.body, reason);
+        this.stats.refused++;
+        this.#o.logger.warn(
+          { reason, task: refused.grant.task_id },
+          'grant refused by the database; dead-lettered',
+        );
+        refused.resolve();
+        return;
+      }
+      this.stats.splits++;
+      const half = Math.ceil(batch.length / 2);
+      await this.#writeOrSplit(batch.slice(0, half));
+      await this.#writeOrSplit(batch.slice(half));
+      return;
+    }
+    batch.forEach((p) => p.resolve());
+  }
+
+  async #deadLetter(body: Buffer, reason: string): Promise<void> {
+    await this.#dlq!.send(
+      { routingKey: GRANTS_DLQ, durable: true, headers: { 'x-dlq-reason': reason } },
+      body,
+    );
+    this.stats.dead_lettered++;
   }
 
   async #write(batch: Pending[]): Promise<void> {

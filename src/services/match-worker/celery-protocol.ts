@@ -2,7 +2,7 @@
 // headers carry `task`, `id`, `expires`, ...; the body is JSON
 // `[args, kwargs, {"callbacks","errbacks","chain","chord"}]`.
 import { randomUUID } from 'node:crypto';
-import { isWellFormedText } from '../../util/text.ts';
+import { grantUserIdProblem } from '../../catalog/grant.ts';
 
 /** The one task this worker runs. */
 export const MATCH_TASK_NAME = 'character.match_reward';
@@ -60,9 +60,10 @@ export type ParsedTask = { ok: true; task: MatchTask } | { ok: false; error: Tas
 /** What the parser reads from a delivery; rabbitmq-client's AsyncMessage fits. */
 export interface CeleryMessage {
   /**
-   * rabbitmq-client hands over a parsed value for application/json without a
-   * content_encoding (or the raw Buffer when that parse failed), and a Buffer
-   * when content_encoding is set, as Celery sets it (utf-8).
+   * The raw bytes (the worker's consumer keeps them raw, so that `maxBytes`
+   * is checked before any parsing), or a value already parsed, as
+   * rabbitmq-client's own consumer hands over application/json without a
+   * content_encoding (then no size is checked: it was already paid for).
    */
   body: unknown;
   contentType?: string | undefined;
@@ -194,10 +195,9 @@ function parseUserId(value: unknown, ref: { id: string; name: string }): string 
   if (value === undefined || value === null || value === '') return undefined;
   if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value);
   if (typeof value === 'string' && value.length <= MAX_USER_ID_LENGTH) {
-    // JSON can carry "\ud800": such an id could be neither stored as sent nor cached.
-    if (!isWellFormedText(value)) {
-      throw new TaskError('TASK_BAD_SHAPE', 'kwargs.user_id holds a lone UTF-16 surrogate', ref);
-    }
+    // Refused here, with the task, rather than as a grant the database refuses later.
+    const problem = grantUserIdProblem(value);
+    if (problem) throw new TaskError('TASK_BAD_SHAPE', `kwargs.user_id ${problem}`, ref);
     return value;
   }
   throw new TaskError(

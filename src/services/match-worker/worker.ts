@@ -15,6 +15,7 @@ import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import type { RedisClient } from '../../sources/redis-source.ts';
 import { deferred } from '../../util/deferred.ts';
 import { Pauses } from '../../util/pauses.ts';
+import { createRawBodyConsumer } from '../raw-consumer.ts';
 import type { Classification, MatchTask, TaskError } from './celery-protocol.ts';
 import { parseCeleryTask } from './celery-protocol.ts';
 import { CeleryResultBackend, failureMeta, revokedMeta, successMeta } from './result-backend.ts';
@@ -56,6 +57,11 @@ export interface MatchWorkerOptions {
   retryDelayMs?: number;
   /** How long a grant or dead-letter publish waits for the broker's confirm. @default 5000 */
   publishTimeoutMs?: number;
+  /**
+   * Larger task bodies are dead-lettered (TASK_TOO_LARGE), checked on the raw
+   * bytes before any parsing. @default 1048576 (1 MiB)
+   */
+  maxBodyBytes?: number;
   /** @default the system clock (task expiry, retry pauses) */
   clock?: Clock;
 }
@@ -66,6 +72,7 @@ interface ResolvedOptions {
   resultExpiresSec: number;
   retryDelayMs: number;
   publishTimeoutMs: number;
+  maxBodyBytes: number;
   clock: Clock;
 }
 
@@ -88,6 +95,7 @@ export function normalizeMatchWorkerOptions(options: MatchWorkerOptions): Resolv
     resultExpiresSec: int('resultExpiresSec', options.resultExpiresSec ?? 86_400, 0),
     retryDelayMs: int('retryDelayMs', options.retryDelayMs ?? 1000, 0),
     publishTimeoutMs: int('publishTimeoutMs', options.publishTimeoutMs ?? 5000, 1),
+    maxBodyBytes: int('maxBodyBytes', options.maxBodyBytes ?? 1024 * 1024, 1),
     clock: options.clock ?? systemClock,
   };
 }
@@ -206,7 +214,10 @@ export class MatchWorker {
       this.#closed.promise.then(() => false),
     ]);
     if (!synced || this.#closing) return;
-    const consumer = this.#connection.createConsumer(
+    // Raw bodies: rabbitmq-client would JSON.parse an application/json body
+    // without a content encoding before #handle could check its size.
+    const consumer = createRawBodyConsumer(
+      this.#connection,
       {
         queue: MATCH_QUEUE,
         // Exactly Celery's declaration of a queue given by name: anything else
@@ -254,7 +265,7 @@ export class MatchWorker {
     this.#inFlight++;
     let outcome: TaskOutcome = 'failed';
     try {
-      const parsed = parseCeleryTask(msg);
+      const parsed = parseCeleryTask(msg, { maxBytes: this.#o.maxBodyBytes });
       outcome = parsed.ok
         ? await this.#run(parsed.task, msg.redelivered)
         : await this.#reject(msg, parsed.error);
