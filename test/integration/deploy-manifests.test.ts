@@ -285,6 +285,16 @@ describe('deploy/k8s', () => {
     });
   }
 
+  it("auth, ext-authz and catalog (users' collections) take JWT_SECRET from the same Secret key", () => {
+    for (const service of ['auth', 'ext-authz', 'catalog']) {
+      const d = deployments.find((x) => at(containers(x)[0], 'args', 1) === service);
+      ok(d, `no Deployment serves ${service}`);
+      const ref = at(envOf(containers(d)[0]!).get('JWT_SECRET'), 'valueFrom', 'secretKeyRef');
+      assert.equal(at(ref, 'key'), 'JWT_SECRET', `${service} JWT_SECRET`);
+      assert.notEqual(at(ref, 'optional'), true, `${service}: without it the development key would be used`);
+    }
+  });
+
   it('HorizontalPodAutoscalers (autoscaling/v2) scale ext-authz, catalog and match-worker Deployments', () => {
     const hpas = ofKind('HorizontalPodAutoscaler');
     const targets = hpas.map((h) => {
@@ -859,11 +869,12 @@ describe('deploy/compose.yml', () => {
       ok(!('<<' in s) && !('<<' in env), `${name}: a YAML merge key was not applied`);
     }
     ok(Number(at(service('ext-authz'), 'deploy', 'replicas')) >= 2, 'two ext-authz instances');
-    for (const name of ['auth', 'ext-authz'])
+    // The catalog verifies the callers of users' collections with the same key.
+    for (const name of ['auth', 'ext-authz', 'catalog'])
       assert.equal(
         obj(service(name).environment, 'env').JWT_SECRET,
         obj(service('auth').environment, 'env').JWT_SECRET,
-        'auth and ext-authz share JWT_SECRET',
+        `${name} shares JWT_SECRET with auth`,
       );
   });
 

@@ -1,6 +1,8 @@
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { INVALID_TOKEN_CHALLENGE } from '../../auth/jwt/bearer.ts';
+import type { TokenVerifier } from '../../auth/jwt/verifier.ts';
 import type { CharacterInput } from '../../catalog/character-input.ts';
 import { parseCatalogCsv } from '../../catalog/csv.ts';
 import type { CatalogRepository } from '../../catalog/repository.ts';
@@ -11,6 +13,7 @@ import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.t
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { identifyCaller } from './caller.ts';
 import type { UserCollection } from './user-collections.ts';
 
 export interface CatalogAppOptions {
@@ -23,8 +26,14 @@ export interface CatalogAppOptions {
   maxJsonBytes?: number;
   /** CSV import bodies. @default 33554432 (32 MiB, ~300k rows) */
   maxCsvBytes?: number;
-  /** Users' collections (cache-aside, seed 003); without it `/api/v1/users/...` is not served. */
+  /**
+   * Users' collections (cache-aside, seed 003), each only for its owner: the
+   * caller is the `sub` of a bearer token `verifier` accepts. Without both,
+   * `/api/v1/users/...` is not served.
+   */
   collections?: { get(userId: string): Promise<UserCollection> };
+  /** The JWT verifier ext-authz uses (same settings), for the collections' callers. */
+  verifier?: TokenVerifier;
 }
 
 const text = (max: number) => z.string().trim().min(1).max(max);
@@ -102,11 +111,22 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     return { character: label ? (replica.findOne('match_label', label) ?? null) : null };
   });
 
-  const { collections } = options;
-  if (collections) {
+  const { collections, verifier } = options;
+  if (collections && !verifier) {
+    throw new TypeError('collections need a verifier: a collection is only for its owner');
+  }
+  if (collections && verifier) {
     app.get('/api/v1/users/:user_id/characters', async (req, reply) => {
+      const caller = identifyCaller(req.headers, verifier);
+      if (!caller.ok) {
+        reply.header('www-authenticate', INVALID_TOKEN_CHALLENGE);
+        return sendError(reply, 401, caller.error);
+      }
       const param = userIdParam.safeParse(req.params);
       if (!param.success) return sendError(reply, 400, 'invalid_user_id', firstIssue(param.error));
+      if (param.data.user_id !== caller.userId) {
+        return sendError(reply, 403, 'forbidden', 'a collection is only for its owner');
+      }
       try {
         // Redis, else PostgreSQL: only both failing (a miss with the database down) fails the read.
         return await collections.get(param.data.user_id);

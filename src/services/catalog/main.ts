@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { Connection } from 'rabbitmq-client';
 import { parseAmqpUrls } from '../../bus/amqp-url.ts';
+import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { CacheAside } from '../../cache-aside/cache-aside.ts';
 import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
@@ -36,10 +37,15 @@ export const startCatalog: ServiceStarter = async (env) => {
   const cacheConfig = loadCacheAsideConfig(env);
   const logger = createLogger({ level: config.logLevel, name: 'catalog' });
   if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
+  // Users' collections answer only their owner: the caller's token is verified as ext-authz does.
+  const { verifier } = jwtFromEnv(env, logger);
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
-  const closers: Closers = [['database pool', () => pool.end()]];
+  const closers: Closers = [
+    ['verifier', () => verifier.close()],
+    ['database pool', () => pool.end()],
+  ];
   return openService(closers, logger, async () => {
     await migrate(pool);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
@@ -82,7 +88,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     });
     closers.unshift(['grants writer', () => grants.close()]);
     const repository = new CatalogRepository(pool);
-    const app = buildCatalogApp({ replica, repository, adminToken, logger, collections });
+    const app = buildCatalogApp({ replica, repository, adminToken, logger, collections, verifier });
     closers.unshift(['http server', () => app.close()]);
 
     const replicas = () => [replica as ReplicatedCache<unknown>];
@@ -99,6 +105,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     closers.push(['admin server', () => admin.close()]);
     // Health first, so probes answer (not ready) while the replica loads.
     const boundAdmin = await admin.listen(adminPort, host);
+    await verifier.start();
     await relay.start();
     await replica.start();
     await grants.start();
