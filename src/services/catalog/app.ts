@@ -89,11 +89,9 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
   });
   installErrorHandlers(app, logger);
   const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
-  app.addContentTypeParser(
-    ['text/csv', 'text/plain'],
-    { parseAs: 'buffer', bodyLimit: maxCsvBytes },
-    (_req, body, done) => done(null, body),
-  );
+  // Small JSON only (bodyLimit above), except the admin import: any other type is
+  // answered 415 before a byte of its body is read.
+  app.removeContentTypeParser('text/plain');
 
   app.get('/api/v1/characters/catalog', () =>
     replica.values().sort((a, b) => (a.code < b.code ? -1 : a.code > b.code ? 1 : 0)),
@@ -139,6 +137,11 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
 
   // ---- admin API
   app.register((admin, _opts, done) => {
+    // CSV only in this scope, behind the token check (onRequest runs before any
+    // body is read), and large only on the import route (its own bodyLimit).
+    admin.addContentTypeParser(['text/csv', 'text/plain'], { parseAs: 'buffer' }, (_req, body, parsed) =>
+      parsed(null, body),
+    );
     admin.addHook('onRequest', async (req, reply) => {
       if (!options.adminToken) {
         return sendError(reply, 403, 'admin_disabled', 'set ADMIN_TOKEN to enable the admin API');
@@ -166,7 +169,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
       return reply.code(204).send();
     });
 
-    admin.post('/admin/characters/import', async (req, reply) => {
+    admin.post('/admin/characters/import', { bodyLimit: maxCsvBytes }, async (req, reply) => {
       if (!Buffer.isBuffer(req.body)) {
         return sendError(reply, 415, 'unsupported_media_type', 'send the CSV as text/csv');
       }
