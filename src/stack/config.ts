@@ -29,6 +29,8 @@ export interface StackConfig {
   jwtSecret: string;
   /** Generated per run unless set: the catalog admin API's bearer token. */
   adminToken: string;
+  /** Generated per run unless set: the children's admin-port detail routes (/decisions, /worker). */
+  adminPortToken: string;
   /** LOG_LEVEL passed to the children. */
   childLogLevel: string;
   /** How long a broker disconnect from the dashboard lasts (STACK_DISCONNECT_MS). */
@@ -99,6 +101,7 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
     processes,
     jwtSecret: secretVar(env, 'JWT_SECRET', 32) ?? randomBytes(32).toString('base64url'),
     adminToken: secretVar(env, 'ADMIN_TOKEN', 16) ?? randomBytes(24).toString('base64url'),
+    adminPortToken: common.adminPortToken ?? randomBytes(24).toString('base64url'),
     childLogLevel: env.LOG_LEVEL?.trim() || 'info',
     disconnectMs: intVar(env, 'STACK_DISCONNECT_MS', 5000, 100, 600_000),
     stopTimeoutMs: intVar(env, 'STACK_STOP_TIMEOUT_MS', 15_000, 0, 600_000),

@@ -220,6 +220,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     // ------------------------------------------------------------ observers
     const monitor = new StatusMonitor({
       host: config.host,
+      adminPortToken: config.adminPortToken,
       processes: config.processes,
       isRunning: (id) => supervisor.view(id)?.state === 'running',
       onPoll: () => onPoll(),
@@ -365,6 +366,7 @@ function childEnv(
     REDIS_URL: config.common.redisUrl,
     DATABASE_URL: config.common.databaseUrl,
     ADMIN_TOKEN: config.adminToken,
+    ADMIN_PORT_TOKEN: config.adminPortToken,
     JWT_SECRET: config.jwtSecret,
     LOG_LEVEL: config.childLogLevel,
   });

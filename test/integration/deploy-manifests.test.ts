@@ -269,6 +269,18 @@ describe('deploy/k8s', () => {
         ok(grace >= seconds + 10, `${name} terminationGracePeriodSeconds ${grace} leaves no time to drain`);
       });
 
+      it("may get ADMIN_PORT_TOKEN (the admin port's detail routes); the probes need none", () => {
+        const ref = at(env.get('ADMIN_PORT_TOKEN'), 'valueFrom', 'secretKeyRef');
+        assert.equal(at(ref, 'key'), 'ADMIN_PORT_TOKEN', `${name} ADMIN_PORT_TOKEN`);
+        assert.equal(at(ref, 'optional'), true, `${name}: a pod must start without it`);
+        for (const probe of ['readinessProbe', 'startupProbe', 'livenessProbe'])
+          assert.equal(
+            at(container, probe, 'httpGet', 'httpHeaders'),
+            undefined,
+            `${name} ${probe} sends no token`,
+          );
+      });
+
       it('is scraped by Prometheus on its admin port', () => {
         const a = obj(at(d, 'spec', 'template', 'metadata', 'annotations'), `${name} pod annotations`);
         assert.equal(a['prometheus.io/scrape'], 'true');

@@ -61,7 +61,8 @@ export const startAuth: ServiceStarter = async (env) => {
       replicas: () => [],
       registry: createMetricsRegistry(() => []),
       ready: () => listening && redis.client.isReady,
-      routes: {
+      token: config.adminPortToken,
+      privateRoutes: {
         '/revocations': async () => ({ ...revocations.stats, pending: await revocations.pendingCount() }),
       },
     });

@@ -100,7 +100,9 @@ export const startCatalog: ServiceStarter = async (env) => {
       replicas,
       registry,
       ready: () => listening,
-      routes: { '/outbox': () => relay.stats, '/grants': () => grants.stats, '/cache': () => cache.stats() },
+      routes: { '/cache': () => cache.stats() },
+      token: config.adminPortToken,
+      privateRoutes: { '/outbox': () => relay.stats, '/grants': () => grants.stats },
     });
     closers.push(['admin server', () => admin.close()]);
     // Health first, so probes answer (not ready) while the replica loads.

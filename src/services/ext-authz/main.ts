@@ -68,7 +68,9 @@ export const startExtAuthz: ServiceStarter = async (env) => {
       registry,
       // In redis mode there is no replica: ready once Redis answers.
       ready: () => listening && (replica !== undefined || redis.client.isReady),
-      routes: {
+      token: config.adminPortToken,
+      // Recent users and token ids, and the revocation policy: not for anyone who reaches the port.
+      privateRoutes: {
         '/decisions': () => log.snapshot(),
         '/authz': () => ({
           blacklist: own.blacklist,

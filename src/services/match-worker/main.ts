@@ -97,7 +97,8 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       replicas,
       registry,
       ready: () => worker.consuming,
-      routes: { '/worker': () => worker.stats },
+      token: config.adminPortToken,
+      privateRoutes: { '/worker': () => worker.stats },
     });
     closers.push(['admin server', () => admin.close()]);
     const boundAdmin = await admin.listen(own.adminPort, own.host);
