@@ -29,6 +29,8 @@ export interface StackConfig {
   jwtSecret: string;
   /** Generated per run unless set: the catalog admin API's bearer token. */
   adminToken: string;
+  /** CACHE_EVENT_SECRET, generated per run unless set: every child signs and requires signed events. */
+  eventSecret: string;
   /** Generated per run unless set: the children's admin-port detail routes (/decisions, /worker). */
   adminPortToken: string;
   /**
@@ -111,6 +113,7 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
     jwtSecret: secretVar(env, 'JWT_SECRET', 32) ?? randomBytes(32).toString('base64url'),
     adminToken: secretVar(env, 'ADMIN_TOKEN', 16) ?? randomBytes(24).toString('base64url'),
     adminPortToken: common.adminPortToken ?? randomBytes(24).toString('base64url'),
+    eventSecret: common.eventSecret ?? randomBytes(24).toString('base64url'),
     dashboardToken: givenDashboardToken ?? randomBytes(24).toString('base64url'),
     dashboardTokenGiven: givenDashboardToken !== undefined,
     childLogLevel: env.LOG_LEVEL?.trim() || 'info',

@@ -376,6 +376,7 @@ function childEnv(
     DATABASE_URL: config.common.databaseUrl,
     ADMIN_TOKEN: config.adminToken,
     ADMIN_PORT_TOKEN: config.adminPortToken,
+    CACHE_EVENT_SECRET: config.eventSecret,
     JWT_SECRET: config.jwtSecret,
     LOG_LEVEL: config.childLogLevel,
   });

@@ -307,6 +307,19 @@ describe('deploy/k8s', () => {
     }
   });
 
+  it('runs signed: every service and the warmup Job require CACHE_EVENT_SECRET from the Secret', () => {
+    const owners = [
+      ...deployments,
+      ...ofKind('Job').filter((j) => at(containers(j)[0], 'args', 0) === 'warmup'),
+    ];
+    assert.equal(owners.length, deployments.length + 1, 'the warmup Job');
+    for (const owner of owners) {
+      const ref = at(envOf(containers(owner)[0]!).get('CACHE_EVENT_SECRET'), 'valueFrom', 'secretKeyRef');
+      assert.equal(at(ref, 'key'), 'CACHE_EVENT_SECRET', `${nameOf(owner)} CACHE_EVENT_SECRET`);
+      assert.notEqual(at(ref, 'optional'), true, `${nameOf(owner)} would start unsigned without it`);
+    }
+  });
+
   it('HorizontalPodAutoscalers (autoscaling/v2) scale ext-authz, catalog and match-worker Deployments', () => {
     const hpas = ofKind('HorizontalPodAutoscaler');
     const targets = hpas.map((h) => {
@@ -881,6 +894,15 @@ describe('deploy/compose.yml', () => {
       ok(!('<<' in s) && !('<<' in env), `${name}: a YAML merge key was not applied`);
     }
     ok(Number(at(service('ext-authz'), 'deploy', 'replicas')) >= 2, 'two ext-authz instances');
+    // Signed events: one non-empty key shared by every publisher and consumer (and the import one-shot).
+    const secret = obj(service('auth').environment, 'env').CACHE_EVENT_SECRET;
+    assert.match(
+      String(secret),
+      /^\$\{CACHE_EVENT_SECRET:-[^}]{16,}\}$/,
+      'CACHE_EVENT_SECRET: from the shell, else a 16+ character default (an empty one would mean unsigned)',
+    );
+    for (const name of [...Object.keys(SERVICES), 'migrate'])
+      assert.equal(obj(service(name).environment, 'env').CACHE_EVENT_SECRET, secret, `${name} runs signed`);
     // The catalog verifies the callers of users' collections with the same key.
     for (const name of ['auth', 'ext-authz', 'catalog'])
       assert.equal(

@@ -354,6 +354,10 @@ describe('stack configuration', () => {
     assert.equal(listPorts(defaults).length, 13);
     assert.ok(defaults.jwtSecret.length >= 32 && defaults.adminToken.length >= 16);
     assert.notEqual(loadStackConfig({}).jwtSecret, defaults.jwtSecret, 'a new secret per run');
+    // Every child runs signed: a per-run CACHE_EVENT_SECRET unless one is given.
+    assert.ok(defaults.eventSecret.length >= 16);
+    assert.notEqual(loadStackConfig({}).eventSecret, defaults.eventSecret, 'a new event secret per run');
+    assert.equal(loadStackConfig({ CACHE_EVENT_SECRET: 'e'.repeat(20) }).eventSecret, 'e'.repeat(20));
 
     const moved = loadStackConfig({
       STACK_PORT_OFFSET: '100',

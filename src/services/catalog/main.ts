@@ -17,6 +17,7 @@ import { registerOutboxMetrics } from '../../outbox/metrics.ts';
 import { OutboxRelay } from '../../outbox/relay.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
+import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
@@ -39,6 +40,7 @@ export const startCatalog: ServiceStarter = async (env) => {
   if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
   // Users' collections answer only their owner: the caller's token is verified as ext-authz does.
   const { verifier } = jwtFromEnv(env, logger);
+  warnIfEventsUnsigned(config, logger);
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
