@@ -153,7 +153,16 @@ describe('RabbitMQ permissions (deploy/rabbitmq/definitions.json)', () => {
       services.push(auth);
       authz = await startExtAuthz(env('ext-authz'));
       services.push(authz);
-      catalog = await startCatalog({ ...env('catalog'), ADMIN_TOKEN: ADMIN });
+      // A generous cache-aside deadline: at the default 100 ms, a deadline that fires while the
+      // cache's Redis socket is still connecting (this process is busy starting four services)
+      // leaves that socket open after close() (node-redis destroy() misses a socket not yet
+      // created), and this process would never exit. That is the catalog's shutdown bug, not
+      // a permission; reported with its cause.
+      catalog = await startCatalog({
+        ...env('catalog'),
+        ADMIN_TOKEN: ADMIN,
+        CACHE_COMMAND_TIMEOUT_MS: '2000',
+      });
       services.push(catalog);
       worker = await startMatchWorker(env('match-worker'));
       services.push(worker);
