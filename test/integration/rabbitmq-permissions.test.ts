@@ -101,17 +101,18 @@ before(() => {
 });
 
 after(() => {
+  // The vhost first: it holds every permission, so a run cut short after it leaves users with no access.
+  try {
+    rabbitmqctl('delete_vhost', vhost);
+  } catch {
+    // not created
+  }
   for (const user of USERS) {
     try {
       rabbitmqctl('delete_user', `${prefix}cachecast-${user}`);
     } catch {
       // not created
     }
-  }
-  try {
-    rabbitmqctl('delete_vhost', vhost);
-  } catch {
-    // not created
   }
 });
 
