@@ -40,6 +40,7 @@ export const TEST_FILES = [
   'test/integration/cache-alerts.test.ts',
   'test/integration/cache-catalog.test.ts',
   'test/integration/deploy-manifests.test.ts',
+  'test/integration/rabbitmq-permissions.test.ts',
   'test/integration/stack.test.ts',
   'test/integration/shutdown.test.ts',
   'test/integration/dashboard-browser.test.ts',

@@ -66,12 +66,8 @@ export function buildCli(): Command {
       if (!load)
         throw new CliError(`unknown service "${name}" (one of: ${Object.keys(SERVICES).join(', ')})`);
       const service = await (await load())(process.env);
-      out(
-        `${service.name} running: ${Object.entries(service.endpoints)
-          .map(([k, v]) => `${k} ${v}`)
-          .join(', ')}`,
-      );
-      await new Promise<void>((resolve) => {
+      // Handlers first: whoever reads the line below may send SIGTERM at once, and must get a drain.
+      const stopped = new Promise<void>((resolve) => {
         const stop = (): void => {
           process.off('SIGTERM', stop);
           process.off('SIGINT', stop);
@@ -80,6 +76,12 @@ export function buildCli(): Command {
         process.on('SIGTERM', stop);
         process.on('SIGINT', stop);
       });
+      out(
+        `${service.name} running: ${Object.entries(service.endpoints)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(', ')}`,
+      );
+      await stopped;
     });
 
   program

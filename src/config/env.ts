@@ -11,6 +11,11 @@ export interface CommonConfig {
   logLevel: LogLevel;
   /** CACHE_EVENT_SECRET: sign and require signed events when set. */
   eventSecret: string | undefined;
+  /**
+   * ADMIN_PORT_TOKEN: bearer token for the admin port's detail endpoints
+   * (/decisions, ...); while unset they answer 403.
+   */
+  adminPortToken: string | undefined;
 }
 
 export const DEFAULTS = {
@@ -39,7 +44,8 @@ export function loadCommonConfig(env: NodeJS.ProcessEnv = process.env): CommonCo
     throw new CachecastError('CONFIG_INVALID', `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}`);
   }
   const eventSecret = secretVar(env, 'CACHE_EVENT_SECRET', 16);
-  return { rabbitmqUrl, redisUrl, databaseUrl, logLevel, eventSecret };
+  const adminPortToken = secretVar(env, 'ADMIN_PORT_TOKEN', 16);
+  return { rabbitmqUrl, redisUrl, databaseUrl, logLevel, eventSecret, adminPortToken };
 }
 
 function url(name: string, value: string, protocols: string[]): string {

@@ -7,7 +7,12 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 export function bearerMatches(header: string | undefined, expected: string): boolean {
   const match = /^Bearer +(\S+)$/i.exec(header ?? '');
   if (!match?.[1]) return false;
-  const a = createHash('sha256').update(match[1]).digest();
+  return secretEquals(match[1], expected);
+}
+
+/** `given === expected` in constant time, whatever their lengths. */
+export function secretEquals(given: string, expected: string): boolean {
+  const a = createHash('sha256').update(given).digest();
   const b = createHash('sha256').update(expected).digest();
   return timingSafeEqual(a, b);
 }

@@ -3,6 +3,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 
 import type { Registry } from 'prom-client';
 import type { ReplicatedCache } from '../replica/replicated-cache.ts';
+import { bearerMatches } from '../http/bearer.ts';
 import { DRAIN_GRACE_MS, forceCloseAfter } from '../http/drain.ts';
 import { listen } from '../http/listen.ts';
 import { sendJson as send } from '../http/send-json.ts';
@@ -14,13 +15,22 @@ export interface AdminServerOptions {
   registry: Registry;
   /** Extra readiness conditions beside "every replica has synced" (e.g. the HTTP server listens). */
   ready?: () => boolean;
-  /** Extra JSON endpoints, e.g. { '/cache': () => cache.stats() }. */
+  /** Extra JSON endpoints anyone reaching the port may read (CONTRACT.md's), e.g. { '/cache': ... }. */
   routes?: Record<string, AdminRoute>;
+  /**
+   * Detail endpoints (who was allowed or denied, policies, error texts), served
+   * only with `Authorization: Bearer <token>`.
+   */
+  privateRoutes?: Record<string, AdminRoute>;
+  /** ADMIN_PORT_TOKEN; while undefined every private route answers 403 `admin_disabled`. */
+  token?: string | undefined;
 }
 
 /**
  * The admin port every service runs: /healthz, /readyz, /metrics, /replicas.
- * Kept off the public port so that metrics and state never face the internet.
+ * Kept off the public port so that metrics and state never face the internet;
+ * and since the port must face kubelets and Prometheus, what probes and
+ * scrapers need is open while the detail routes need a token.
  */
 export class AdminServer {
   readonly #o: AdminServerOptions;
@@ -71,9 +81,20 @@ export class AdminServer {
           [...this.#o.replicas()].map((r) => r.stats()),
         );
       default: {
-        const route = path ? this.#o.routes?.[path] : undefined;
+        const route = path ? own(this.#o.routes, path) : undefined;
         if (route) return send(res, 200, await route());
-        return send(res, 404, { error: 'not_found' });
+        const detail = path ? own(this.#o.privateRoutes, path) : undefined;
+        if (!detail) return send(res, 404, { error: 'not_found' });
+        if (!this.#o.token) {
+          return send(res, 403, {
+            error: 'admin_disabled',
+            message: 'set ADMIN_PORT_TOKEN to enable this endpoint',
+          });
+        }
+        if (!bearerMatches(req.headers.authorization, this.#o.token)) {
+          return send(res, 401, { error: 'unauthorized' }, { 'www-authenticate': 'Bearer' });
+        }
+        return send(res, 200, await detail());
       }
     }
   }
@@ -101,4 +122,8 @@ export class AdminServer {
     });
     return this.#closing;
   }
+}
+
+function own(routes: Record<string, AdminRoute> | undefined, path: string): AdminRoute | undefined {
+  return routes && Object.hasOwn(routes, path) ? routes[path] : undefined;
 }

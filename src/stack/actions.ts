@@ -411,7 +411,10 @@ export class StackActions {
 
   async #taskCount(p: StackProcessSpec): Promise<number | null> {
     try {
-      const res = await fetch(this.#url(p, '/worker', true), { signal: AbortSignal.timeout(1000) });
+      const res = await fetch(this.#url(p, '/worker', true), {
+        signal: AbortSignal.timeout(1000),
+        headers: { authorization: `Bearer ${this.#o.config.adminPortToken}` },
+      });
       const stats = (await res.json()) as Record<string, unknown>;
       let n = 0;
       for (const key of ['success', 'no_match', 'expired', 'dead_lettered', 'failed']) {

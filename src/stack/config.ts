@@ -29,6 +29,18 @@ export interface StackConfig {
   jwtSecret: string;
   /** Generated per run unless set: the catalog admin API's bearer token. */
   adminToken: string;
+  /** CACHE_EVENT_SECRET, generated per run unless set: every child signs and requires signed events. */
+  eventSecret: string;
+  /** Generated per run unless set: the children's admin-port detail routes (/decisions, /worker). */
+  adminPortToken: string;
+  /**
+   * STACK_DASHBOARD_TOKEN, else generated per run: opens the dashboard to
+   * clients that are not a same-origin page on the loopback address (curl,
+   * scripts), and is required for everything when `host` is not loopback.
+   */
+  dashboardToken: string;
+  /** True when STACK_DASHBOARD_TOKEN was given (then it is never printed). */
+  dashboardTokenGiven: boolean;
   /** LOG_LEVEL passed to the children. */
   childLogLevel: string;
   /** How long a broker disconnect from the dashboard lasts (STACK_DISCONNECT_MS). */
@@ -92,6 +104,7 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
     adminPort: port(portVariable(p.id, 'ADMIN_PORT'), p.adminPort),
     grpcPort: p.grpcPort === undefined ? undefined : port(portVariable(p.id, 'GRPC_PORT'), p.grpcPort),
   }));
+  const givenDashboardToken = secretVar(env, 'STACK_DASHBOARD_TOKEN', 16);
   const config: StackConfig = {
     common,
     host: env.STACK_HOST?.trim() || '127.0.0.1',
@@ -99,6 +112,10 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
     processes,
     jwtSecret: secretVar(env, 'JWT_SECRET', 32) ?? randomBytes(32).toString('base64url'),
     adminToken: secretVar(env, 'ADMIN_TOKEN', 16) ?? randomBytes(24).toString('base64url'),
+    adminPortToken: common.adminPortToken ?? randomBytes(24).toString('base64url'),
+    eventSecret: common.eventSecret ?? randomBytes(24).toString('base64url'),
+    dashboardToken: givenDashboardToken ?? randomBytes(24).toString('base64url'),
+    dashboardTokenGiven: givenDashboardToken !== undefined,
     childLogLevel: env.LOG_LEVEL?.trim() || 'info',
     disconnectMs: intVar(env, 'STACK_DISCONNECT_MS', 5000, 100, 600_000),
     stopTimeoutMs: intVar(env, 'STACK_STOP_TIMEOUT_MS', 15_000, 0, 600_000),
@@ -110,6 +127,12 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
     seen.set(p, owner);
   }
   return config;
+}
+
+/** Whether `host` is a loopback address: only this machine can reach what binds it. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return name === 'localhost' || name === '::1' || /^127(\.\d{1,3}){3}$/.test(name);
 }
 
 /** Every port the stack binds, with what binds it ("catalog admin"). */

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { describeError } from '../errors.ts';
 import type { StackActions } from './actions.ts';
 import { ActionError } from './actions.ts';
+import { bearerMatches, secretEquals } from '../http/bearer.ts';
 import { listen } from '../http/listen.ts';
 import { sendJson } from '../http/send-json.ts';
 
@@ -23,6 +24,15 @@ export interface DashboardServerOptions {
   /** What a new SSE client gets first: the recent bus events and activity. */
   history: () => { bus: unknown[]; activity: ActivityLine[] };
   actions: StackActions;
+  /** The per-run token (StackConfig.dashboardToken): `Authorization: Bearer`, or the cookie `/?token=` sets. */
+  token: string;
+  /**
+   * True when the server binds a loopback address: a same-origin page on
+   * 127.0.0.1/localhost may then act without the token. False: every request
+   * but /healthz needs the token, since Host and Origin prove nothing from
+   * elsewhere on the network.
+   */
+  loopback: boolean;
   /** @default 15000 */
   keepAliveMs?: number;
 }
@@ -32,9 +42,11 @@ const MAX_BODY = 64 * 1024;
 /**
  * The dashboard: one page, a server-sent event stream (`/events`: `state`
  * whenever it changes, `bus` per event on the fanout exchanges, `activity`
- * per log line) and JSON actions under /api. It binds to the loopback address
- * and accepts actions only as same-origin JSON, so a web page elsewhere cannot
- * drive it.
+ * per log line) and JSON actions under /api. Actions (which kill processes and
+ * mint tokens) need the per-run token, or, on a loopback address only, a
+ * browser's same-origin request (an Origin naming the loopback Host it was
+ * sent to): a web page elsewhere, a rebound DNS name, or a client that simply
+ * writes `Host: 127.0.0.1` and no Origin cannot drive it.
  */
 export class DashboardServer {
   readonly #o: DashboardServerOptions;
@@ -84,8 +96,18 @@ export class DashboardServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://dashboard');
     const path = url.pathname;
-    if (!this.#sameHost(req)) return send(res, 403, { error: 'forbidden_host' });
-    if (req.method === 'GET' || req.method === 'HEAD') {
+    const read = req.method === 'GET' || req.method === 'HEAD';
+    if (read && path === '/healthz') return send(res, 200, { status: 'ok' });
+    if (read && (path === '/' || path === '/index.html') && url.searchParams.has('token')) {
+      return this.#landing(res, url.searchParams.get('token') ?? '');
+    }
+    const withToken = this.#hasToken(req);
+    if (this.#o.loopback) {
+      if (!this.#loopbackHost(req)) return send(res, 403, { error: 'forbidden_host' });
+    } else if (!withToken) {
+      return this.#unauthorized(res, read && (path === '/' || path === '/index.html'));
+    }
+    if (read) {
       switch (path) {
         case '/':
         case '/index.html':
@@ -109,14 +131,18 @@ export class DashboardServer {
           res.writeHead(204);
           res.end();
           return;
-        case '/healthz':
-          return send(res, 200, { status: 'ok' });
         default:
           return send(res, 404, { error: 'not_found' });
       }
     }
     if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed' });
-    if (!this.#sameOrigin(req)) return send(res, 403, { error: 'forbidden_origin' });
+    // A browser always sends Origin with a POST: none means a script, which needs the token.
+    if (!this.#sameOrigin(req) || (!withToken && req.headers.origin === undefined)) {
+      return send(res, 403, {
+        error: 'forbidden_origin',
+        message: 'actions need a same-origin page or the dashboard token',
+      });
+    }
     const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (type !== 'application/json') {
       return send(res, 415, { error: 'unsupported_media_type', message: 'send application/json' });
@@ -185,9 +211,9 @@ export class DashboardServer {
   }
 
   /** Host is this server (127.0.0.1:port or localhost:port): no DNS rebinding. */
-  #sameHost(req: IncomingMessage): boolean {
+  #loopbackHost(req: IncomingMessage): boolean {
     const host = req.headers.host;
-    if (!host) return true;
+    if (!host) return false;
     const port = (this.#server.address() as AddressInfo | null)?.port;
     const name = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
     const hostPort = /:(\d+)$/.exec(host)?.[1];
@@ -195,15 +221,51 @@ export class DashboardServer {
     return localNames.includes(name) && (hostPort === undefined || Number(hostPort) === port);
   }
 
-  /** A POST from a browser must come from this page. */
+  /** A POST from a browser must come from this page: its Origin names the Host it was sent to. */
   #sameOrigin(req: IncomingMessage): boolean {
     const origin = req.headers.origin;
-    if (!origin) return true;
+    if (origin === undefined) return true;
     try {
-      return new URL(origin).host === req.headers.host;
+      const parsed = new URL(origin);
+      return parsed.protocol === 'http:' && parsed.host === req.headers.host;
     } catch {
       return false;
     }
+  }
+
+  /** Per port: cookies are shared by every port of a host, and two stacks may run side by side. */
+  #cookieName(): string {
+    return `cachecast_dashboard_${(this.#server.address() as AddressInfo | null)?.port ?? 0}`;
+  }
+
+  #hasToken(req: IncomingMessage): boolean {
+    if (bearerMatches(req.headers.authorization, this.#o.token)) return true;
+    const name = this.#cookieName();
+    for (const pair of (req.headers.cookie ?? '').split(';')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0 && pair.slice(0, eq).trim() === name)
+        return secretEquals(pair.slice(eq + 1).trim(), this.#o.token);
+    }
+    return false;
+  }
+
+  /** `/?token=<token>`: keeps it in a cookie only this origin sends, and drops it from the address bar. */
+  #landing(res: ServerResponse, token: string): void {
+    if (!secretEquals(token, this.#o.token)) return this.#unauthorized(res, true);
+    res.writeHead(303, {
+      location: '/',
+      'cache-control': 'no-store',
+      'set-cookie': `${this.#cookieName()}=${this.#o.token}; Path=/; HttpOnly; SameSite=Strict`,
+    });
+    res.end();
+  }
+
+  #unauthorized(res: ServerResponse, page: boolean): void {
+    if (!page) return send(res, 401, { error: 'unauthorized', message: 'the dashboard token is required' });
+    res.writeHead(401, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+    res.end(
+      'This dashboard needs its token: open the URL `cachecast stack` printed (ending in ?token=...).\n',
+    );
   }
 
   listen(port: number, host: string): Promise<number> {

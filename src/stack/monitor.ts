@@ -52,6 +52,8 @@ const EMPTY: ProbeView = {
 
 export interface MonitorOptions {
   host: string;
+  /** ADMIN_PORT_TOKEN of the children: /decisions and /worker need it. */
+  adminPortToken?: string;
   processes: readonly StackProcessSpec[];
   /** @default 400 */
   intervalMs?: number;
@@ -69,7 +71,8 @@ export interface MonitorOptions {
  * process and its replicas.
  */
 export class StatusMonitor {
-  readonly #o: Required<Omit<MonitorOptions, 'onPoll'>> & Pick<MonitorOptions, 'onPoll'>;
+  readonly #o: Required<Omit<MonitorOptions, 'onPoll' | 'adminPortToken'>> &
+    Pick<MonitorOptions, 'onPoll' | 'adminPortToken'>;
   readonly #views = new Map<string, ProbeView>();
   #timer: NodeJS.Timeout | undefined;
   #running = false;
@@ -157,7 +160,11 @@ export class StatusMonitor {
   }
 
   async #get(url: string): Promise<{ status: number; body: unknown }> {
-    const res = await fetch(url, { signal: AbortSignal.timeout(this.#o.timeoutMs) });
+    const token = this.#o.adminPortToken;
+    const res = await fetch(url, {
+      signal: AbortSignal.timeout(this.#o.timeoutMs),
+      ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    });
     const text = await res.text();
     let body: unknown = null;
     try {

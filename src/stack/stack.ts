@@ -11,7 +11,7 @@ import type { BrokerLinkView } from './broker-proxy.ts';
 import { BusMonitor } from './bus-monitor.ts';
 import { CeleryClient } from './celery-client.ts';
 import type { StackConfig, StackOptions, StackProcessSpec } from './config.ts';
-import { checkPortsFree, listPorts, loadStackConfig, processUrls } from './config.ts';
+import { checkPortsFree, isLoopbackHost, listPorts, loadStackConfig, processUrls } from './config.ts';
 import type { ActivityLine } from './dashboard-server.ts';
 import { DashboardServer } from './dashboard-server.ts';
 import type { Decision, ProbeView, ReplicaView } from './monitor.ts';
@@ -220,6 +220,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     // ------------------------------------------------------------ observers
     const monitor = new StatusMonitor({
       host: config.host,
+      adminPortToken: config.adminPortToken,
       processes: config.processes,
       isRunning: (id) => supervisor.view(id)?.state === 'running',
       onPoll: () => onPoll(),
@@ -272,6 +273,8 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
       snapshot,
       history: () => ({ bus: busMonitor.recent(), activity: [...activity] }),
       actions,
+      token: config.dashboardToken,
+      loopback: isLoopbackHost(config.host),
     });
     const server = dashboard;
     closers.push(['dashboard', () => server.close()]);
@@ -317,6 +320,13 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     supervisor.start();
     monitor.start();
     out(table(config, supervisor.views(), proxies, dashboardUrl));
+    if (!isLoopbackHost(config.host)) {
+      report(
+        'warn',
+        `STACK_HOST ${config.host} is not a loopback address: every port of the stack (auth's development ` +
+          'login included) is reachable from the network; the dashboard answers only with its token',
+      );
+    }
 
     let closing: Promise<void> | undefined;
     return {
@@ -365,6 +375,8 @@ function childEnv(
     REDIS_URL: config.common.redisUrl,
     DATABASE_URL: config.common.databaseUrl,
     ADMIN_TOKEN: config.adminToken,
+    ADMIN_PORT_TOKEN: config.adminPortToken,
+    CACHE_EVENT_SECRET: config.eventSecret,
     JWT_SECRET: config.jwtSecret,
     LOG_LEVEL: config.childLogLevel,
   });
@@ -453,6 +465,16 @@ function clock(at: number): string {
   return new Date(at).toISOString().slice(11, 23);
 }
 
+/**
+ * How to open the dashboard when the address alone is not enough: off loopback
+ * every request needs the token. A generated one is printed (it lives as long
+ * as this run); one given in STACK_DASHBOARD_TOKEN never is.
+ */
+function dashboardAccess(config: StackConfig): string {
+  if (isLoopbackHost(config.host)) return '';
+  return config.dashboardTokenGiven ? '/?token=<STACK_DASHBOARD_TOKEN>' : `/?token=${config.dashboardToken}`;
+}
+
 /** The table `cachecast stack` prints at start: what runs where. */
 export function table(
   config: StackConfig,
@@ -482,7 +504,7 @@ export function table(
     lines[0]!,
     ...lines.slice(1),
     '',
-    `  dashboard  ${dashboardUrl}`,
+    `  dashboard  ${dashboardUrl}${dashboardAccess(config)}`,
     `  broker     ${redactUrl(config.common.rabbitmqUrl)}  redis ${redactUrl(config.common.redisUrl)}  database ${redactUrl(config.common.databaseUrl)}`,
     '  Ctrl-C stops every process (SIGTERM, drain, exit)',
     '',

@@ -3,6 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { afterEach, describe, it } from 'node:test';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
+  adminJson,
   check,
   login,
   logout,
@@ -37,8 +38,7 @@ function rabbitmqctl(...args: string[]): void {
 }
 
 async function decisions(member: FleetMember): Promise<Record<string, number>> {
-  return ((await (await fetch(`${member.admin}/decisions`)).json()) as { counts: Record<string, number> })
-    .counts;
+  return (await adminJson<{ counts: Record<string, number> }>(member, '/decisions')).counts;
 }
 
 describe('ext-authz under faults', () => {
@@ -75,10 +75,9 @@ describe('ext-authz under faults', () => {
     assert.equal(await logout(auth, after), 204);
     await Promise.all([waitRefused(a, after, 5000), waitRefused(b, after, 5000)]);
     for (const member of [a, b]) assert.equal((await check(member, before)).error, 'token_revoked');
-    const pending = (await (await fetch(`${auth.admin}/revocations`)).json()) as { pending: number };
+    const pending = await adminJson<{ pending: number }>(auth, '/revocations');
     await waitFor(
-      async () =>
-        ((await (await fetch(`${auth.admin}/revocations`)).json()) as { pending: number }).pending === 0,
+      async () => (await adminJson<{ pending: number }>(auth, '/revocations')).pending === 0,
       `the outage's event drained (pending ${pending.pending})`,
       15_000,
     );

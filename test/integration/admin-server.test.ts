@@ -134,3 +134,58 @@ describe('admin server: readiness with a fail-closed replica', () => {
     }
   });
 });
+
+describe('admin server: detail routes need ADMIN_PORT_TOKEN', () => {
+  const registry = () => createMetricsRegistry(() => [], { defaultMetrics: false });
+  const secret = { recent: [{ sub: 'a-user', jti: 'a-token-id' }] };
+
+  it('answers a private route only with the bearer token; open routes stay open', async () => {
+    const token = 'admin-port-token-0123456789';
+    const server = new AdminServer({
+      replicas: () => [],
+      registry: registry(),
+      routes: { '/cache': () => ({ hits: 1 }) },
+      privateRoutes: { '/decisions': () => secret },
+      token,
+    });
+    const base = `http://127.0.0.1:${await server.listen(0, '127.0.0.1')}`;
+    try {
+      for (const authorization of [undefined, 'Bearer wrong', `Bearer ${token}x`, token, `Basic ${token}`]) {
+        const res = await fetch(`${base}/decisions`, authorization ? { headers: { authorization } } : {});
+        const text = await res.text();
+        assert.equal(res.status, 401, String(authorization));
+        assert.equal(res.headers.get('www-authenticate'), 'Bearer');
+        assert.ok(!text.includes('a-user') && !text.includes('a-token-id'), text);
+      }
+      const res = await fetch(`${base}/decisions`, { headers: { authorization: `Bearer ${token}` } });
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), secret);
+      for (const path of ['/healthz', '/readyz', '/metrics', '/replicas', '/cache'])
+        assert.equal((await fetch(`${base}${path}`)).status, 200, path);
+      // Prototype names are not routes.
+      for (const path of ['/constructor', '/__proto__', '/toString'])
+        assert.equal((await fetch(`${base}${path}`)).status, 404, path);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('turns private routes off (403 admin_disabled) while no token is set', async () => {
+    const server = new AdminServer({
+      replicas: () => [],
+      registry: registry(),
+      privateRoutes: { '/decisions': () => secret },
+    });
+    const base = `http://127.0.0.1:${await server.listen(0, '127.0.0.1')}`;
+    try {
+      const res = await fetch(`${base}/decisions`, { headers: { authorization: 'Bearer anything' } });
+      assert.equal(res.status, 403);
+      assert.deepEqual(await res.json(), {
+        error: 'admin_disabled',
+        message: 'set ADMIN_PORT_TOKEN to enable this endpoint',
+      });
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { Connection } from 'rabbitmq-client';
+import { createVerifier } from '../../src/auth/jwt/verifier.ts';
 import { MemoryBroker, MemoryBus } from '../../src/bus/memory-bus.ts';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
 import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
@@ -22,6 +23,7 @@ import type { UserCollection } from '../../src/services/catalog/user-collections
 import { UserCollections } from '../../src/services/catalog/user-collections.ts';
 import type { RunningService } from '../../src/services/service.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
+import { TEST_JWT_SECRET } from '../support/authz-fleet.ts';
 import type { TestDatabase } from '../support/env.ts';
 import {
   DATABASE_URL,
@@ -31,6 +33,7 @@ import {
   testDatabase,
   uniqueName,
 } from '../support/env.ts';
+import { claims, hs256 } from '../support/jwt-tokens.ts';
 import { waitFor } from '../support/wait.ts';
 
 const prefix = uniqueName('it.collections');
@@ -40,6 +43,10 @@ let replica: ReplicatedCache<Character>;
 let app: FastifyInstance;
 let characters: Character[];
 let redis: Awaited<ReturnType<typeof redisClient>>;
+const verifier = createVerifier({ issuer: 'cachecast', audience: 'cachecast', secret: TEST_JWT_SECRET });
+/** A valid access token whose `sub` is `userId`, as auth issues them. */
+const tokenFor = (userId: string): string => hs256(claims({ sub: userId }));
+const bearer = (userId: string) => ({ authorization: `Bearer ${tokenFor(userId)}` });
 
 before(async () => {
   db = await testDatabase();
@@ -61,6 +68,7 @@ before(async () => {
     repository,
     adminToken: undefined,
     collections: new UserCollections(cache, db.pool, replica),
+    verifier,
   });
   redis = await redisClient();
 });
@@ -82,8 +90,9 @@ async function grant(userId: string, character: Character, at: string): Promise<
   );
 }
 
-const get = (userId: string) =>
-  app.inject({ method: 'GET', url: `/api/v1/users/${encodeURIComponent(userId)}/characters` });
+/** The collection of `userId`, asked by its owner unless `headers` say otherwise. */
+const get = (userId: string, headers: Record<string, string> = bearer(userId)) =>
+  app.inject({ method: 'GET', url: `/api/v1/users/${encodeURIComponent(userId)}/characters`, headers });
 
 describe('GET /api/v1/users/{user_id}/characters through the cache-aside service', () => {
   it("answers the user's collection: each Character with acquired_at, oldest first", async () => {
@@ -154,15 +163,81 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
       '/api/v1/users/%20padded/characters',
       '/api/v1/users/padded%20/characters',
     ]) {
-      const res = await app.inject({ method: 'GET', url });
+      const res = await app.inject({ method: 'GET', url, headers: bearer('user-1') });
       assert.equal(res.statusCode, 400, `${url}: ${res.body}`);
       assert.equal(res.json<{ error: string }>().error, 'invalid_user_id', url);
     }
-    for (const id of ['사용자-1', 'user@example.com', 'a:b/c', 'x'.repeat(200), '🦊'.repeat(100)]) {
+    for (const id of ['user@example.com', 'a:b/c', 'x'.repeat(200), 'u-%41~!']) {
       const res = await get(id);
       assert.equal(res.statusCode, 200, `${id}: ${res.body}`);
       assert.equal(res.json<UserCollection>().user_id, id);
     }
+    // A token's sub is visible ASCII (it becomes ext-authz's x-user-id header): no token owns these.
+    for (const id of ['사용자-1', '🦊'.repeat(100)]) {
+      const res = await get(id, bearer('user-1'));
+      assert.equal(res.statusCode, 403, `${id}: ${res.body}`);
+    }
+  });
+
+  it("answers only the collection's owner: 401 without a valid token, 403 for another user's", async () => {
+    await grant('u-owner', characters[9]!, '2026-01-01T00:00:00Z');
+    const own = await get('u-owner');
+    assert.equal(own.statusCode, 200, own.body);
+    assert.equal(own.json<UserCollection>().characters[0]?.code, characters[9]!.code);
+
+    const other = await get('u-owner', bearer('u-intruder'));
+    assert.equal(other.statusCode, 403, other.body);
+    assert.deepEqual(other.json(), { error: 'forbidden', message: 'a collection is only for its owner' });
+
+    const now = Math.floor(Date.now() / 1000);
+    for (const [what, headers, error] of [
+      ['no token', {}, 'missing_token'],
+      [
+        'another scheme',
+        { authorization: `Basic ${Buffer.from('u-owner:x').toString('base64')}` },
+        'invalid_token',
+      ],
+      [
+        'a forged token',
+        { authorization: `Bearer ${hs256(claims({ sub: 'u-owner' }), 'f'.repeat(40))}` },
+        'invalid_token',
+      ],
+      [
+        'an expired token',
+        { authorization: `Bearer ${hs256(claims({ sub: 'u-owner', iat: now - 1200, exp: now - 600 }))}` },
+        'token_expired',
+      ],
+      // What a proxy without ext-authz would pass on from the client: proves nothing.
+      ['x-user-id alone', { 'x-user-id': 'u-owner' }, 'missing_token'],
+      ['x-user-id and x-auth-jti alone', { 'x-user-id': 'u-owner', 'x-auth-jti': 'j-1' }, 'missing_token'],
+      // Another user's valid token with the owner's id in x-user-id: the headers must agree with the token.
+      [
+        'x-user-id naming someone else than the token',
+        { ...bearer('u-intruder'), 'x-user-id': 'u-owner' },
+        'identity_mismatch',
+      ],
+      [
+        'x-auth-jti naming another token',
+        { ...bearer('u-owner'), 'x-auth-jti': 'another-jti' },
+        'identity_mismatch',
+      ],
+    ] as const) {
+      const res = await get('u-owner', headers);
+      assert.equal(res.statusCode, 401, `${what}: ${res.body}`);
+      assert.equal(res.json<{ error: string }>().error, error, what);
+      assert.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"', what);
+      assert.doesNotMatch(res.body, /acquired_at/, `${what}: no collection in the answer`);
+    }
+
+    // Behind ext-authz: x-user-id and x-auth-jti set from the same token agree with it.
+    const token = tokenFor('u-owner');
+    const jti = (verifier.verify(token) as { claims: { jti: string } }).claims.jti;
+    const proxied = await get('u-owner', {
+      authorization: `Bearer ${token}`,
+      'x-user-id': 'u-owner',
+      'x-auth-jti': jti,
+    });
+    assert.equal(proxied.statusCode, 200, proxied.body);
   });
 
   it('answers from PostgreSQL with Redis unreachable, and 503 only when both fail', async () => {
@@ -176,16 +251,25 @@ describe('GET /api/v1/users/{user_id}/characters through the cache-aside service
       repository: new CatalogRepository(db.pool),
       adminToken: undefined,
       collections: new UserCollections(deadRedis, db.pool, replica),
+      verifier,
     });
     try {
       await grant('u-degraded', characters[5]!, '2026-01-01T00:00:00Z');
-      const res = await degraded.inject({ method: 'GET', url: '/api/v1/users/u-degraded/characters' });
+      const res = await degraded.inject({
+        method: 'GET',
+        url: '/api/v1/users/u-degraded/characters',
+        headers: bearer('u-degraded'),
+      });
       assert.equal(res.statusCode, 200);
       assert.equal(res.json<UserCollection>().characters[0]?.code, characters[5]!.code);
       const query = db.pool.query.bind(db.pool);
       db.pool.query = () => Promise.reject(new Error('database down'));
       try {
-        const down = await degraded.inject({ method: 'GET', url: '/api/v1/users/u-degraded/characters' });
+        const down = await degraded.inject({
+          method: 'GET',
+          url: '/api/v1/users/u-degraded/characters',
+          headers: bearer('u-degraded'),
+        });
         assert.equal(down.statusCode, 503);
         assert.equal(down.json<{ error: string }>().error, 'collection_unavailable');
       } finally {
@@ -215,6 +299,7 @@ describe('the catalog service end to end: grants writer -> invalidation -> cache
       HOST: '127.0.0.1',
       LOG_LEVEL: 'silent',
       ADMIN_TOKEN: ADMIN,
+      JWT_SECRET: TEST_JWT_SECRET,
     });
     amqp = new Connection(RABBITMQ_URL);
   });
@@ -226,7 +311,9 @@ describe('the catalog service end to end: grants writer -> invalidation -> cache
   it('a grant from the match worker reaches the cached collection once the writer commits', async () => {
     const user = uniqueName('e2e-user');
     const collection = async (): Promise<UserCollection> => {
-      const res = await fetch(`${service.endpoints.http}/api/v1/users/${user}/characters`);
+      const res = await fetch(`${service.endpoints.http}/api/v1/users/${user}/characters`, {
+        headers: bearer(user),
+      });
       assert.equal(res.status, 200);
       return (await res.json()) as UserCollection;
     };
@@ -297,7 +384,7 @@ describe('the catalog service end to end: grants writer -> invalidation -> cache
     await grant(user, removed, '2026-01-02T00:00:00Z');
     const read = async (): Promise<UserCollection> =>
       (await (
-        await fetch(`${service.endpoints.http}/api/v1/users/${user}/characters`)
+        await fetch(`${service.endpoints.http}/api/v1/users/${user}/characters`, { headers: bearer(user) })
       ).json()) as UserCollection;
     const cacheStats = async () =>
       (await (await fetch(`${service.endpoints.admin}/cache`)).json()) as {

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
@@ -332,5 +334,120 @@ describe('catalog admin API', () => {
     await waitFor(() => replica.version === result.version, 'the full_refresh applied', 60_000, 50);
     assert.equal(replica.size, 100_000);
     assert.equal(replica.findOne('code', 'char-100000')?.is_default, true);
+  });
+});
+
+/**
+ * Sends a request's head and only the first 64 KiB of a body announced as
+ * `length` bytes (or as chunked), then waits for the answer with the rest
+ * never sent: a server that buffers the body before answering never answers.
+ */
+async function answerBeforeBody(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  length: number | 'chunked',
+): Promise<{ status: number; body: string }> {
+  const socket = connect(port, '127.0.0.1');
+  let received = '';
+  socket.setEncoding('latin1');
+  socket.on('data', (chunk: string) => (received += chunk));
+  socket.on('error', () => undefined);
+  const first = Buffer.alloc(64 * 1024, 'a,b,c,d,e\n');
+  const framing =
+    length === 'chunked' ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(length) };
+  const head = Object.entries({ host: `127.0.0.1:${port}`, ...headers, ...framing })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  socket.write(`${method} ${path} HTTP/1.1\r\n${head}\r\n`);
+  socket.write(
+    length === 'chunked' ? `${first.length.toString(16)}\r\n${first.toString('latin1')}\r\n` : first,
+  );
+  try {
+    await waitFor(() => {
+      const end = received.indexOf('\r\n\r\n');
+      if (end < 0) return false;
+      const size = /\r\ncontent-length: (\d+)/i.exec(received.slice(0, end));
+      return received.length >= end + 4 + Number(size?.[1] ?? 0);
+    }, `an answer to ${method} ${path} before its body was sent`);
+  } finally {
+    socket.destroy();
+  }
+  const end = received.indexOf('\r\n\r\n');
+  return { status: Number(received.slice(9, 12)), body: received.slice(end + 4) };
+}
+
+describe('catalog API: body limits, before the body is read', () => {
+  const big = 32 * 1024 * 1024;
+  let server: FastifyInstance;
+  let port: number;
+  before(async () => {
+    // The default limits: 64 KiB of JSON, 32 MiB of CSV for the admin import.
+    server = buildCatalogApp({ replica, repository, adminToken: TOKEN });
+    await server.listen({ port: 0, host: '127.0.0.1' });
+    port = (server.server.address() as AddressInfo).port;
+    fx.defer(() => server.close());
+  });
+
+  it('refuses a large text/csv body to a public route with 415 without reading it (anonymous)', async () => {
+    for (const length of [big, 'chunked'] as const) {
+      for (const type of ['text/csv', 'text/plain', 'application/octet-stream']) {
+        const res = await answerBeforeBody(
+          port,
+          'POST',
+          '/api/v1/characters/match',
+          { 'content-type': type },
+          length,
+        );
+        assert.equal(res.status, 415, `${type} ${length}: ${res.body}`);
+        assert.equal((JSON.parse(res.body) as { error: string }).error, 'unsupported_media_type');
+      }
+    }
+  });
+
+  it('refuses an announced JSON body past 64 KiB with 413 before reading it', async () => {
+    const res = await answerBeforeBody(
+      port,
+      'POST',
+      '/api/v1/characters/match',
+      { 'content-type': 'application/json' },
+      big,
+    );
+    assert.equal(res.status, 413, res.body);
+    assert.equal((JSON.parse(res.body) as { error: string }).error, 'body_too_large');
+  });
+
+  it('takes a large CSV only on the admin import, and only after the token check', async () => {
+    const csv = { 'content-type': 'text/csv' };
+    const anonymous = await answerBeforeBody(port, 'POST', '/admin/characters/import', csv, big);
+    assert.equal(anonymous.status, 401, anonymous.body);
+    const wrong = await answerBeforeBody(
+      port,
+      'POST',
+      '/admin/characters/import',
+      { ...csv, authorization: 'Bearer wrong' },
+      'chunked',
+    );
+    assert.equal(wrong.status, 401, wrong.body);
+    // The other admin routes take JSON-sized bodies, CSV or not.
+    const put = await answerBeforeBody(port, 'PUT', '/admin/characters/x', { ...csv, ...auth }, 1024 * 1024);
+    assert.equal(put.status, 413, put.body);
+    const tooLarge = await answerBeforeBody(
+      port,
+      'POST',
+      '/admin/characters/import',
+      { ...csv, ...auth },
+      big + 1,
+    );
+    assert.equal(tooLarge.status, 413, tooLarge.body);
+    // Within the limit the import reads it all (here: a small invalid file, so nothing changes).
+    const res = await fetch(`http://127.0.0.1:${port}/admin/characters/import`, {
+      method: 'POST',
+      headers: { ...csv, ...auth },
+      body: `code,name,match_label,type_label,dialog\n${'a,b,c,d,e\n'.repeat(100_000)}`,
+    });
+    assert.equal(res.status, 422);
+    assert.equal(((await res.json()) as { error: string }).error, 'invalid_csv');
   });
 });

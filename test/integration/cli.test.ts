@@ -182,4 +182,44 @@ describe('cachecast CLI', () => {
     child.kill('SIGTERM');
     assert.equal(await exited, 0);
   });
+
+  it('every service started without CACHE_EVENT_SECRET says so in exactly one warning line; signed, none', async () => {
+    /** Starts `serve <service>`, waits for its startup line, stops it; returns its warning lines about the secret. */
+    const warnings = async (service: string, secret: string): Promise<string[]> => {
+      const child = spawn(process.execPath, [BIN, 'serve', service], {
+        env: {
+          ...process.env,
+          DATABASE_URL: urlWithSchema(),
+          PORT: '0',
+          ADMIN_PORT: '0',
+          GRPC_PORT: '0',
+          HOST: '127.0.0.1',
+          LOG_LEVEL: 'info',
+          CACHE_EVENT_SECRET: secret,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stdout += d.toString()));
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      try {
+        await waitFor(() => stdout.includes(`${service} running:`), `${service} started:\n${stdout}`, 30_000);
+      } finally {
+        child.kill('SIGTERM');
+      }
+      assert.equal(await exited, 0, `${service} exit code`);
+      return stdout.split('\n').filter((line) => line.includes('CACHE_EVENT_SECRET'));
+    };
+    const services = ['auth', 'ext-authz', 'catalog', 'match-worker'];
+    const unsigned = await Promise.all(services.map((s) => warnings(s, '')));
+    const signed = await Promise.all(services.map((s) => warnings(s, 'event-secret-0123456789abcdef')));
+    for (const [i, service] of services.entries()) {
+      assert.equal(unsigned[i]!.length, 1, `${service}: ${unsigned[i]!.join('\n')}`);
+      const line = JSON.parse(unsigned[i]![0]!) as { level: number; msg: string };
+      assert.equal(line.level, 40, 'a warning');
+      assert.match(line.msg, /^CACHE_EVENT_SECRET is not set: events are sent and accepted unsigned/);
+      assert.deepEqual(signed[i], [], `${service} signed: no warning, and the secret itself is never logged`);
+    }
+  });
 });

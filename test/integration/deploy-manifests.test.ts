@@ -116,6 +116,7 @@ describe('deploy/: every file parses', () => {
       'istio/authorization-policy.yaml',
       'nginx/auth-request.conf.template',
       'grafana/cachecast-dashboard.json',
+      'rabbitmq/definitions.json',
     ]) {
       ok(rel.has(expected), `deploy/${expected} is missing`);
     }
@@ -269,6 +270,18 @@ describe('deploy/k8s', () => {
         ok(grace >= seconds + 10, `${name} terminationGracePeriodSeconds ${grace} leaves no time to drain`);
       });
 
+      it("may get ADMIN_PORT_TOKEN (the admin port's detail routes); the probes need none", () => {
+        const ref = at(env.get('ADMIN_PORT_TOKEN'), 'valueFrom', 'secretKeyRef');
+        assert.equal(at(ref, 'key'), 'ADMIN_PORT_TOKEN', `${name} ADMIN_PORT_TOKEN`);
+        assert.equal(at(ref, 'optional'), true, `${name}: a pod must start without it`);
+        for (const probe of ['readinessProbe', 'startupProbe', 'livenessProbe'])
+          assert.equal(
+            at(container, probe, 'httpGet', 'httpHeaders'),
+            undefined,
+            `${name} ${probe} sends no token`,
+          );
+      });
+
       it('is scraped by Prometheus on its admin port', () => {
         const a = obj(at(d, 'spec', 'template', 'metadata', 'annotations'), `${name} pod annotations`);
         assert.equal(a['prometheus.io/scrape'], 'true');
@@ -284,6 +297,29 @@ describe('deploy/k8s', () => {
       });
     });
   }
+
+  it("auth, ext-authz and catalog (users' collections) take JWT_SECRET from the same Secret key", () => {
+    for (const service of ['auth', 'ext-authz', 'catalog']) {
+      const d = deployments.find((x) => at(containers(x)[0], 'args', 1) === service);
+      ok(d, `no Deployment serves ${service}`);
+      const ref = at(envOf(containers(d)[0]!).get('JWT_SECRET'), 'valueFrom', 'secretKeyRef');
+      assert.equal(at(ref, 'key'), 'JWT_SECRET', `${service} JWT_SECRET`);
+      assert.notEqual(at(ref, 'optional'), true, `${service}: without it the development key would be used`);
+    }
+  });
+
+  it('runs signed: every service and the warmup Job require CACHE_EVENT_SECRET from the Secret', () => {
+    const owners = [
+      ...deployments,
+      ...ofKind('Job').filter((j) => at(containers(j)[0], 'args', 0) === 'warmup'),
+    ];
+    assert.equal(owners.length, deployments.length + 1, 'the warmup Job');
+    for (const owner of owners) {
+      const ref = at(envOf(containers(owner)[0]!).get('CACHE_EVENT_SECRET'), 'valueFrom', 'secretKeyRef');
+      assert.equal(at(ref, 'key'), 'CACHE_EVENT_SECRET', `${nameOf(owner)} CACHE_EVENT_SECRET`);
+      assert.notEqual(at(ref, 'optional'), true, `${nameOf(owner)} would start unsigned without it`);
+    }
+  });
 
   it('HorizontalPodAutoscalers (autoscaling/v2) scale ext-authz, catalog and match-worker Deployments', () => {
     const hpas = ofKind('HorizontalPodAutoscaler');
@@ -459,6 +495,105 @@ describe('deploy/k8s', () => {
           `${name}: the code declares it without arguments`,
         );
       }
+    }
+  });
+});
+
+// ------------------------------------------------------------------ RabbitMQ users
+
+interface Permission {
+  user: string;
+  vhost: string;
+  configure: string;
+  write: string;
+  read: string;
+}
+const definitions = obj(
+  JSON.parse(readFileSync(join(DEPLOY, 'rabbitmq', 'definitions.json'), 'utf8')),
+  'definitions.json',
+);
+const permissions = arr(definitions.permissions, 'permissions') as Permission[];
+/** RabbitMQ matches a permission's regular expression anywhere in the name (they are anchored here). */
+const may = (user: string, kind: 'configure' | 'write' | 'read', resource: string): boolean =>
+  permissions.some((p) => p.user === user && new RegExp(p[kind]).test(resource));
+const SERVICE_USERS: Record<string, string> = {
+  auth: 'cachecast-auth',
+  'ext-authz': 'cachecast-ext-authz',
+  catalog: 'cachecast-catalog',
+  'match-worker': 'cachecast-match-worker',
+};
+
+describe('deploy/rabbitmq/definitions.json', () => {
+  it('has a user per service (and the Celery producer), with no password and no tags', () => {
+    const users = arr(definitions.users, 'users').map((u) => obj(u, 'user'));
+    assert.deepEqual(
+      users.map((u) => u.name).sort(),
+      [...Object.values(SERVICE_USERS), 'cachecast-match-client'].sort(),
+    );
+    for (const u of users) {
+      assert.equal(u.password_hash, '', `${String(u.name)}: passwords are set on the broker, never in git`);
+      assert.deepEqual(u.tags, [], `${String(u.name)}: no management or administrator tag`);
+    }
+    for (const p of permissions) {
+      assert.equal(p.vhost, '/', `${p.user}: the vhost of rabbitmq-topology.yaml`);
+      for (const kind of ['configure', 'write', 'read'] as const)
+        for (const alternative of p[kind].split('|'))
+          assert.match(
+            alternative,
+            /^\^.*\$$/,
+            `${p.user} ${kind}: anchored, or it would match any name containing it`,
+          );
+    }
+  });
+
+  it('lets only auth write auth.blacklist.events and only the catalog write character.cache; replicas only read', () => {
+    const users = permissions.map((p) => p.user);
+    const [blacklist, catalog] = [blacklistDataset.topic, catalogDataset.topic];
+    assert.deepEqual(
+      users.filter((u) => may(u, 'write', blacklist)),
+      ['cachecast-auth'],
+    );
+    assert.deepEqual(
+      users.filter((u) => may(u, 'write', catalog)),
+      ['cachecast-catalog'],
+    );
+    // Each replica binds its own queue `<exchange>.<instance id>` and reads it.
+    for (const [user, topic] of [
+      ['cachecast-ext-authz', blacklist],
+      ['cachecast-catalog', catalog],
+      ['cachecast-match-worker', catalog],
+    ] as const) {
+      const queue = `${topic}.pod-7f9c-0a1b2c3d`;
+      ok(
+        may(user, 'configure', queue) && may(user, 'write', queue) && may(user, 'read', queue),
+        `${user} ${queue}`,
+      );
+      ok(may(user, 'read', topic), `${user} reads ${topic}`);
+    }
+    ok(
+      !may('cachecast-ext-authz', 'read', catalog) && !may('cachecast-match-worker', 'read', blacklist),
+      'only its own dataset',
+    );
+    for (const user of ['cachecast-auth', 'cachecast-ext-authz', 'cachecast-match-client'])
+      ok(!may(user, 'write', 'amq.default'), `${user} cannot publish into queues by name`);
+  });
+
+  it('is what each Deployment and the warmup Job connect as (their RABBITMQ_URL key in the Secret)', () => {
+    const secretUrls = obj(secretExample.stringData, 'secret stringData');
+    const owners: Array<[Obj, string]> = deployments.map((d) => [
+      d,
+      SERVICE_USERS[String(at(containers(d)[0], 'args', 1))]!,
+    ]);
+    const warmup = ofKind('Job').find((j) => at(containers(j)[0], 'args', 0) === 'warmup');
+    ok(warmup, 'the warmup Job');
+    owners.push([warmup, SERVICE_USERS.catalog!]);
+    for (const [owner, user] of owners) {
+      const key = str(
+        at(envOf(containers(owner)[0]!).get('RABBITMQ_URL'), 'valueFrom', 'secretKeyRef', 'key'),
+        'key',
+      );
+      const url = new URL(str(secretUrls[key], `${key} in secret.example.yaml`));
+      assert.equal(decodeURIComponent(url.username), user, `${nameOf(owner)} connects as ${user}`);
     }
   });
 });
@@ -859,11 +994,21 @@ describe('deploy/compose.yml', () => {
       ok(!('<<' in s) && !('<<' in env), `${name}: a YAML merge key was not applied`);
     }
     ok(Number(at(service('ext-authz'), 'deploy', 'replicas')) >= 2, 'two ext-authz instances');
-    for (const name of ['auth', 'ext-authz'])
+    // Signed events: one non-empty key shared by every publisher and consumer (and the import one-shot).
+    const secret = obj(service('auth').environment, 'env').CACHE_EVENT_SECRET;
+    assert.match(
+      String(secret),
+      /^\$\{CACHE_EVENT_SECRET:-[^}]{16,}\}$/,
+      'CACHE_EVENT_SECRET: from the shell, else a 16+ character default (an empty one would mean unsigned)',
+    );
+    for (const name of [...Object.keys(SERVICES), 'migrate'])
+      assert.equal(obj(service(name).environment, 'env').CACHE_EVENT_SECRET, secret, `${name} runs signed`);
+    // The catalog verifies the callers of users' collections with the same key.
+    for (const name of ['auth', 'ext-authz', 'catalog'])
       assert.equal(
         obj(service(name).environment, 'env').JWT_SECRET,
         obj(service('auth').environment, 'env').JWT_SECRET,
-        'auth and ext-authz share JWT_SECRET',
+        `${name} shares JWT_SECRET with auth`,
       );
   });
 

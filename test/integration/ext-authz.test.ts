@@ -7,11 +7,13 @@ import { after, before, describe, it } from 'node:test';
 import { authorizationService } from '../../src/services/ext-authz/envoy-protos.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
+  adminJson,
   check,
   login,
   logout,
   startAuthMember,
   startAuthzMember,
+  TEST_ADMIN_PORT_TOKEN,
   waitRefused,
 } from '../support/authz-fleet.ts';
 import { badTokens, claims, hs256 } from '../support/jwt-tokens.ts';
@@ -136,8 +138,10 @@ describe('auth + ext-authz over HTTP', () => {
   });
 
   it('counts decisions by reason on the admin port', async () => {
-    const res = await fetch(`${a.admin}/decisions`);
-    const body = (await res.json()) as { counts: Record<string, number>; recent: Array<{ reason: string }> };
+    const body = await adminJson<{ counts: Record<string, number>; recent: Array<{ reason: string }> }>(
+      a,
+      '/decisions',
+    );
     assert.ok((body.counts.allow ?? 0) > 0);
     assert.ok((body.counts.token_revoked ?? 0) > 0);
     assert.ok((body.counts.invalid_token ?? 0) > 0);
@@ -147,6 +151,45 @@ describe('auth + ext-authz over HTTP', () => {
     assert.match(metrics, /cachecast_replica_size\{dataset="blacklist"\}/);
     // The public port serves no admin endpoint.
     assert.equal((await fetch(`${a.http}/metrics`)).status, 401);
+  });
+
+  it('shows recent users and token ids (/decisions) and its policy (/authz) only with ADMIN_PORT_TOKEN', async () => {
+    const user = 'decisions-private-user';
+    const token = await login(auth, user);
+    assert.equal((await check(a, token)).status, 200);
+    const { recent } = await adminJson<{ recent: Array<{ sub?: string; jti?: string }> }>(a, '/decisions');
+    const jti = recent.find((d) => d.sub === user)?.jti;
+    assert.ok(jti, 'the decision is recorded, with its user and token id');
+    for (const path of ['/decisions', '/authz']) {
+      for (const authorization of [
+        undefined,
+        'Bearer wrong-token-0123456789',
+        `Basic ${TEST_ADMIN_PORT_TOKEN}`,
+      ]) {
+        const res = await fetch(`${a.admin}${path}`, authorization ? { headers: { authorization } } : {});
+        const text = await res.text();
+        assert.equal(res.status, 401, `${path} ${String(authorization)}: ${text}`);
+        assert.deepEqual(JSON.parse(text), { error: 'unauthorized' });
+      }
+    }
+    // Probes, metrics and the contract's replica state stay open for kubelets and Prometheus.
+    for (const path of ['/healthz', '/readyz', '/metrics', '/replicas']) {
+      const res = await fetch(`${a.admin}${path}`);
+      const text = await res.text();
+      assert.equal(res.status, 200, path);
+      assert.ok(!text.includes(user) && !text.includes(jti), `${path} names no user or token`);
+    }
+    // Without ADMIN_PORT_TOKEN the detail routes are off.
+    const off = await startAuthzMember({ ADMIN_PORT_TOKEN: '' });
+    try {
+      const res = await fetch(`${off.admin}/decisions`, {
+        headers: { authorization: `Bearer ${TEST_ADMIN_PORT_TOKEN}` },
+      });
+      assert.equal(res.status, 403);
+      assert.equal(((await res.json()) as { error: string }).error, 'admin_disabled');
+    } finally {
+      await off.service.close();
+    }
   });
 
   it('an instance started after a logout refuses the token from its first answer', async () => {

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
+  adminJson,
   check,
   login,
   logout,
@@ -78,9 +79,7 @@ describe('nginx auth_request -> ext-authz', () => {
     );
     const counts = await Promise.all(
       authz.map(
-        async (m) =>
-          ((await (await fetch(`${m.admin}/decisions`)).json()) as { counts: { allow?: number } }).counts
-            .allow ?? 0,
+        async (m) => (await adminJson<{ counts: { allow?: number } }>(m, '/decisions')).counts.allow ?? 0,
       ),
     );
     assert.ok(

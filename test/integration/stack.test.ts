@@ -79,6 +79,8 @@ describe('cachecast stack', () => {
       if (p.urls.http) assert.ok(row.includes(p.urls.http));
     }
     assert.match(out, new RegExp(`dashboard\\s+http://127\\.0\\.0\\.1:${8000 + o}`));
+    // Every child got the stack's per-run CACHE_EVENT_SECRET: none warned that it runs unsigned.
+    assert.doesNotMatch(out, /CACHE_EVENT_SECRET is not set/);
     // Printed once the slowest process answered its poll, so possibly after /api/state says ready.
     await waitFor(() => /all 6 processes ready after/.test(stack.output()), 'the ready line', 10_000);
 
@@ -245,6 +247,26 @@ describe('cachecast stack', () => {
       new RegExp(`match-worker-1 \\(pid ${before.pid}\\) killed by SIGKILL; restarting in`),
     );
     assert.match(stack.output(), /match-worker-1: restarted \(pid \d+, restart #1\)/);
+  });
+
+  it('a script that writes Host: 127.0.0.1 and no Origin cannot kill or log in without the token', async () => {
+    const before = byId((await stack.state()).processes, 'auth');
+    for (const [path, body] of [
+      ['/api/kill', { process: 'auth' }],
+      ['/api/login', { user_id: 'spoofed' }],
+    ] as const) {
+      // Node's fetch sends no Origin; Host is the dashboard's own.
+      const res = await fetch(`${stack.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 403, path);
+      assert.equal(((await res.json()) as { error: string }).error, 'forbidden_origin');
+    }
+    const after = byId((await stack.state()).processes, 'auth');
+    assert.equal(after.pid, before.pid, 'auth was not killed');
+    assert.equal(after.restarts, before.restarts);
   });
 
   it('a second stack on the same ports refuses to start, with one line saying why', async () => {

@@ -5,6 +5,8 @@ import { DATABASE_URL, RABBITMQ_URL, REDIS_URL } from './env.ts';
 import { waitFor } from './wait.ts';
 
 export const TEST_JWT_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz';
+/** ADMIN_PORT_TOKEN of the services tests start: the admin port's detail routes need it. */
+export const TEST_ADMIN_PORT_TOKEN = 'test-admin-port-token-0123456789';
 
 export interface FleetMember {
   service: RunningService;
@@ -34,6 +36,7 @@ export function serviceEnv(overrides: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv
     REDIS_URL,
     DATABASE_URL,
     JWT_SECRET: TEST_JWT_SECRET,
+    ADMIN_PORT_TOKEN: TEST_ADMIN_PORT_TOKEN,
     LOG_LEVEL: 'silent',
     ...overrides,
   };
@@ -91,6 +94,15 @@ export async function check(
   };
   if (text) result.error = (JSON.parse(text) as { error: string }).error;
   return result;
+}
+
+/** A detail route of a member's admin port (/decisions, /revocations), with the admin-port token. */
+export async function adminJson<T>(member: FleetMember, path: string): Promise<T> {
+  const res = await fetch(`${member.admin}${path}`, {
+    headers: { authorization: `Bearer ${TEST_ADMIN_PORT_TOKEN}` },
+  });
+  if (res.status !== 200) throw new Error(`${path}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as T;
 }
 
 export async function replicaState(authz: FleetMember): Promise<string | undefined> {

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -14,6 +15,8 @@ export interface StackProcess {
   child: ChildProcess;
   offset: number;
   url: string;
+  /** STACK_DASHBOARD_TOKEN of this run: what a script (not a same-origin page) needs for actions. */
+  token: string;
   schema: string;
   /** Everything it printed so far. */
   output(): string;
@@ -64,6 +67,8 @@ export async function startStackProcess(readyTimeoutMs = 90_000): Promise<StackP
 
   const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: dbUrl.toString(), LOG_LEVEL: 'info' };
   for (const key of Object.keys(env)) if (key.startsWith('STACK_')) delete env[key];
+  const token = randomBytes(24).toString('base64url');
+  env.STACK_DASHBOARD_TOKEN = token;
   const child = spawn(process.execPath, [BIN, 'stack', '--port-offset', String(offset)], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -91,13 +96,14 @@ export async function startStackProcess(readyTimeoutMs = 90_000): Promise<StackP
     child,
     offset,
     url,
+    token,
     schema,
     output: () => output,
     state,
     async post(path, body) {
       const res = await fetch(`${url}${path}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
         body: JSON.stringify(body),
       });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };

@@ -3,12 +3,16 @@
 // port layout and its overrides, and how bus events are summarized.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import { createServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { summarize } from '../../src/stack/bus-monitor.ts';
 import { CeleryClient } from '../../src/stack/celery-client.ts';
-import { listPorts, loadStackConfig, portVariable } from '../../src/stack/config.ts';
+import type { StackActions } from '../../src/stack/actions.ts';
+import { isLoopbackHost, listPorts, loadStackConfig, portVariable } from '../../src/stack/config.ts';
+import { DashboardServer } from '../../src/stack/dashboard-server.ts';
 import { StatusMonitor } from '../../src/stack/monitor.ts';
 import type { ChildSpec, SupervisorEvent } from '../../src/stack/supervisor.ts';
 import { Supervisor } from '../../src/stack/supervisor.ts';
@@ -350,6 +354,10 @@ describe('stack configuration', () => {
     assert.equal(listPorts(defaults).length, 13);
     assert.ok(defaults.jwtSecret.length >= 32 && defaults.adminToken.length >= 16);
     assert.notEqual(loadStackConfig({}).jwtSecret, defaults.jwtSecret, 'a new secret per run');
+    // Every child runs signed: a per-run CACHE_EVENT_SECRET unless one is given.
+    assert.ok(defaults.eventSecret.length >= 16);
+    assert.notEqual(loadStackConfig({}).eventSecret, defaults.eventSecret, 'a new event secret per run');
+    assert.equal(loadStackConfig({ CACHE_EVENT_SECRET: 'e'.repeat(20) }).eventSecret, 'e'.repeat(20));
 
     const moved = loadStackConfig({
       STACK_PORT_OFFSET: '100',
@@ -365,6 +373,155 @@ describe('stack configuration', () => {
     assert.throws(() => loadStackConfig({ STACK_DASHBOARD_PORT: '8001' }), /port 8001 is given to both/);
     assert.throws(() => loadStackConfig({ STACK_PORT_OFFSET: '60000' }), /STACK_PORT_OFFSET/);
     assert.throws(() => loadStackConfig({ JWT_SECRET: 'short' }), /JWT_SECRET must be at least 32/);
+  });
+
+  it('has a dashboard token per run (or STACK_DASHBOARD_TOKEN) and knows a loopback host', () => {
+    const a = loadStackConfig({});
+    assert.ok(a.dashboardToken.length >= 16 && !a.dashboardTokenGiven);
+    assert.notEqual(loadStackConfig({}).dashboardToken, a.dashboardToken, 'a new token per run');
+    const given = loadStackConfig({ STACK_DASHBOARD_TOKEN: 't'.repeat(20) });
+    assert.equal(given.dashboardToken, 't'.repeat(20));
+    assert.ok(given.dashboardTokenGiven);
+    assert.throws(() => loadStackConfig({ STACK_DASHBOARD_TOKEN: 'short' }), /STACK_DASHBOARD_TOKEN/);
+    for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]'])
+      assert.ok(isLoopbackHost(host), host);
+    for (const host of ['0.0.0.0', '192.168.1.10', '::', 'example.com', '127.0.0.1.example.com'])
+      assert.ok(!isLoopbackHost(host), host);
+  });
+});
+
+/** A raw HTTP request: any Host (or none), any Origin, as a script can send them. */
+function raw(
+  port: number,
+  method: string,
+  path: string,
+  given: Record<string, string | undefined>,
+  body?: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: string }> {
+  const headers = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers, setHost: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => (text += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+describe('dashboard server: who may act', () => {
+  const TOKEN = 'dashboard-token-0123456789abcdef';
+  const calls: string[] = [];
+  // Only what the routes under test call; each records that it ran.
+  const actions = {
+    kill: (id: string) => (calls.push(`kill ${id}`), { killed: id }),
+    login: (user: string) => Promise.resolve((calls.push(`login ${user}`), { access_token: 'minted' })),
+    characters: () => Promise.resolve([]),
+  } as unknown as StackActions;
+
+  async function dashboard(loopback: boolean): Promise<{ port: number; close(): Promise<void> }> {
+    const server = new DashboardServer({
+      page: '<html>dashboard</html>',
+      snapshot: () => ({ processes: [] }),
+      history: () => ({ bus: [], activity: [] }),
+      actions,
+      token: TOKEN,
+      loopback,
+    });
+    const port = await server.listen(0, '127.0.0.1');
+    return { port, close: () => server.close() };
+  }
+  const kill = (port: number, headers: Record<string, string | undefined>) =>
+    raw(port, 'POST', '/api/kill', { 'content-type': 'application/json', ...headers }, '{"process":"auth"}');
+
+  it('on loopback: a spoofed Host with no Origin kills nothing and mints nothing', async () => {
+    const d = await dashboard(true);
+    try {
+      calls.length = 0;
+      const host = `127.0.0.1:${d.port}`;
+      for (const headers of [
+        { host },
+        { host: `localhost:${d.port}` },
+        { host, origin: 'http://evil.example' },
+        { host, origin: `https://${host}` },
+        { host, origin: 'null' },
+        { host, authorization: 'Bearer wrong-token-0123456789' },
+      ]) {
+        const killed = await kill(d.port, headers);
+        assert.equal(killed.status, 403, `${JSON.stringify(headers)}: ${killed.body}`);
+        assert.equal((JSON.parse(killed.body) as { error: string }).error, 'forbidden_origin');
+        const login = await raw(d.port, 'POST', '/api/login', {
+          'content-type': 'application/json',
+          ...headers,
+        });
+        assert.equal(login.status, 403, JSON.stringify(headers));
+        assert.doesNotMatch(login.body, /minted/);
+      }
+      // A rebound DNS name: not even a read. No Host at all: Node's parser already answers 400.
+      const rebound = { host: `evil.example:${d.port}`, origin: `http://evil.example:${d.port}` };
+      assert.equal((await kill(d.port, rebound)).status, 403);
+      assert.equal((await raw(d.port, 'GET', '/api/state', rebound)).status, 403);
+      assert.equal((await kill(d.port, {})).status, 400);
+      assert.deepEqual(calls, [], 'no action ran');
+
+      // The page itself (a browser sends its Origin), and a script with the token, may act.
+      assert.equal((await kill(d.port, { host, origin: `http://${host}` })).status, 200);
+      assert.equal((await kill(d.port, { host, authorization: `Bearer ${TOKEN}` })).status, 200);
+      assert.deepEqual(calls, ['kill auth', 'kill auth']);
+      assert.equal(
+        (await raw(d.port, 'GET', '/api/state', { host })).status,
+        200,
+        'reads stay open on loopback',
+      );
+    } finally {
+      await d.close();
+    }
+  });
+
+  it('off loopback: nothing but /healthz without the token; /?token= sets a same-site cookie', async () => {
+    const d = await dashboard(false);
+    try {
+      calls.length = 0;
+      const host = `192.0.2.7:${d.port}`;
+      const origin = `http://${host}`;
+      assert.equal((await raw(d.port, 'GET', '/healthz', { host })).status, 200);
+      for (const path of ['/', '/api/state', '/events', '/api/characters'])
+        assert.equal((await raw(d.port, 'GET', path, { host })).status, 401, path);
+      // Host and Origin are whatever the client writes: they prove nothing here.
+      for (const headers of [
+        { host },
+        { host, origin },
+        { host: `127.0.0.1:${d.port}`, origin: `http://127.0.0.1:${d.port}` },
+      ])
+        assert.equal((await kill(d.port, headers)).status, 401, JSON.stringify(headers));
+      assert.equal((await raw(d.port, 'GET', '/?token=wrong', { host })).status, 401);
+      assert.deepEqual(calls, []);
+
+      const landing = await raw(d.port, 'GET', `/?token=${TOKEN}`, { host });
+      assert.equal(landing.status, 303);
+      assert.equal(landing.headers.location, '/');
+      const cookie = String(landing.headers['set-cookie']?.[0]);
+      assert.match(cookie, /HttpOnly/);
+      assert.match(cookie, /SameSite=Strict/);
+      const pair = cookie.split(';')[0]!;
+      assert.equal((await raw(d.port, 'GET', '/', { host, cookie: pair })).status, 200);
+      assert.equal(
+        (await raw(d.port, 'GET', '/api/state', { host, cookie: 'other=1; ' + pair })).status,
+        200,
+      );
+      assert.equal(
+        (await kill(d.port, { host, origin, cookie: pair })).status,
+        200,
+        'the page, with its cookie',
+      );
+      assert.equal((await kill(d.port, { host, authorization: `Bearer ${TOKEN}` })).status, 200, 'a script');
+      assert.equal((await kill(d.port, { host, origin: 'http://evil.example', cookie: pair })).status, 403);
+      assert.deepEqual(calls, ['kill auth', 'kill auth']);
+    } finally {
+      await d.close();
+    }
   });
 });
 

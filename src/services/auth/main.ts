@@ -6,6 +6,7 @@ import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
+import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
@@ -25,6 +26,7 @@ export const startAuth: ServiceStarter = async (env) => {
   const login = choiceVar(env, 'AUTH_LOGIN', ['enabled', 'disabled'] as const, 'enabled');
   const logger = createLogger({ level: config.logLevel, name: 'auth' });
   const { jwt, verifier } = jwtFromEnv(env, logger);
+  warnIfEventsUnsigned(config, logger);
   if (login === 'enabled' && !jwt.secretIsDevelopment) {
     logger.warn(
       {},
@@ -78,7 +80,8 @@ export const startAuth: ServiceStarter = async (env) => {
       replicas: () => [],
       registry: createMetricsRegistry(() => []),
       ready: () => listening && redis.client.isReady,
-      routes: {
+      token: config.adminPortToken,
+      privateRoutes: {
         '/revocations': async () => ({
           ...revocations.stats,
           pending: await revocations.pendingCount(),

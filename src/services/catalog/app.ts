@@ -1,6 +1,8 @@
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
+import { INVALID_TOKEN_CHALLENGE } from '../../auth/jwt/bearer.ts';
+import type { TokenVerifier } from '../../auth/jwt/verifier.ts';
 import type { CharacterInput } from '../../catalog/character-input.ts';
 import { moreCsvErrors, parseCatalogCsv } from '../../catalog/csv.ts';
 import type { CatalogRepository } from '../../catalog/repository.ts';
@@ -12,6 +14,7 @@ import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.t
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
+import { identifyCaller } from './caller.ts';
 import type { UserCollection } from './user-collections.ts';
 
 export interface CatalogAppOptions {
@@ -24,8 +27,14 @@ export interface CatalogAppOptions {
   maxJsonBytes?: number;
   /** CSV import bodies. @default 33554432 (32 MiB, ~300k rows) */
   maxCsvBytes?: number;
-  /** Users' collections (cache-aside, seed 003); without it `/api/v1/users/...` is not served. */
+  /**
+   * Users' collections (cache-aside, seed 003), each only for its owner: the
+   * caller is the `sub` of a bearer token `verifier` accepts. Without both,
+   * `/api/v1/users/...` is not served.
+   */
   collections?: { get(userId: string): Promise<UserCollection> };
+  /** The JWT verifier ext-authz uses (same settings), for the collections' callers. */
+  verifier?: TokenVerifier;
 }
 
 const text = (max: number) => z.string().trim().min(1).max(max);
@@ -82,11 +91,9 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
   installErrorHandlers(app, logger);
   drainOnClose(app);
   const maxCsvBytes = options.maxCsvBytes ?? 32 * 1024 * 1024;
-  app.addContentTypeParser(
-    ['text/csv', 'text/plain'],
-    { parseAs: 'buffer', bodyLimit: maxCsvBytes },
-    (_req, body, done) => done(null, body),
-  );
+  // Small JSON only (bodyLimit above), except the admin import: any other type is
+  // answered 415 before a byte of its body is read.
+  app.removeContentTypeParser('text/plain');
 
   app.get('/api/v1/characters/catalog', () =>
     replica.values().sort((a, b) => (a.code < b.code ? -1 : a.code > b.code ? 1 : 0)),
@@ -104,11 +111,22 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
     return { character: label ? (replica.findOne('match_label', label) ?? null) : null };
   });
 
-  const { collections } = options;
-  if (collections) {
+  const { collections, verifier } = options;
+  if (collections && !verifier) {
+    throw new TypeError('collections need a verifier: a collection is only for its owner');
+  }
+  if (collections && verifier) {
     app.get('/api/v1/users/:user_id/characters', async (req, reply) => {
+      const caller = identifyCaller(req.headers, verifier);
+      if (!caller.ok) {
+        reply.header('www-authenticate', INVALID_TOKEN_CHALLENGE);
+        return sendError(reply, 401, caller.error);
+      }
       const param = userIdParam.safeParse(req.params);
       if (!param.success) return sendError(reply, 400, 'invalid_user_id', firstIssue(param.error));
+      if (param.data.user_id !== caller.userId) {
+        return sendError(reply, 403, 'forbidden', 'a collection is only for its owner');
+      }
       try {
         // Redis, else PostgreSQL: only both failing (a miss with the database down) fails the read.
         return await collections.get(param.data.user_id);
@@ -121,6 +139,11 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
 
   // ---- admin API
   app.register((admin, _opts, done) => {
+    // CSV only in this scope, behind the token check (onRequest runs before any
+    // body is read), and large only on the import route (its own bodyLimit).
+    admin.addContentTypeParser(['text/csv', 'text/plain'], { parseAs: 'buffer' }, (_req, body, parsed) =>
+      parsed(null, body),
+    );
     admin.addHook('onRequest', async (req, reply) => {
       if (!options.adminToken) {
         return sendError(reply, 403, 'admin_disabled', 'set ADMIN_TOKEN to enable the admin API');
@@ -148,7 +171,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
       return reply.code(204).send();
     });
 
-    admin.post('/admin/characters/import', async (req, reply) => {
+    admin.post('/admin/characters/import', { bodyLimit: maxCsvBytes }, async (req, reply) => {
       if (!Buffer.isBuffer(req.body)) {
         return sendError(reply, 415, 'unsupported_media_type', 'send the CSV as text/csv');
       }

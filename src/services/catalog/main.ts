@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import pg from 'pg';
 import { Connection } from 'rabbitmq-client';
 import { parseAmqpUrls } from '../../bus/amqp-url.ts';
+import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { CacheAside } from '../../cache-aside/cache-aside.ts';
 import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
@@ -19,6 +20,7 @@ import { OutboxRelay } from '../../outbox/relay.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogSource } from '../../sources/catalog-source.ts';
 import { catalogReplica } from '../catalog-replica.ts';
+import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
@@ -39,10 +41,16 @@ export const startCatalog: ServiceStarter = async (env) => {
   const cacheConfig = loadCacheAsideConfig(env);
   const logger = createLogger({ level: config.logLevel, name: 'catalog' });
   if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
+  // Users' collections answer only their owner: the caller's token is verified as ext-authz does.
+  const { verifier } = jwtFromEnv(env, logger);
+  warnIfEventsUnsigned(config, logger);
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
-  const closers: Closers = [['database pool', () => pool.end()]];
+  const closers: Closers = [
+    ['verifier', () => verifier.close()],
+    ['database pool', () => pool.end()],
+  ];
   return openService(closers, logger, async () => {
     await migrate(pool);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
@@ -98,7 +106,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     });
     closers.unshift(['grants writer', () => grants.close()]);
     const repository = new CatalogRepository(pool);
-    const app = buildCatalogApp({ replica, repository, adminToken, logger, collections });
+    const app = buildCatalogApp({ replica, repository, adminToken, logger, collections, verifier });
     closers.unshift(['http server', () => app.close()]);
 
     const replicas = () => [replica as ReplicatedCache<unknown>];
@@ -110,15 +118,17 @@ export const startCatalog: ServiceStarter = async (env) => {
       replicas,
       registry,
       ready: () => listening,
-      routes: {
+      routes: { '/cache': () => cache.stats() },
+      token: config.adminPortToken,
+      privateRoutes: {
         '/outbox': () => ({ ...relay.stats, heartbeats: heartbeats.stats }),
         '/grants': () => grants.stats,
-        '/cache': () => cache.stats(),
       },
     });
     closers.push(['admin server', () => admin.close()]);
     // Health first, so probes answer (not ready) while the replica loads.
     const boundAdmin = await admin.listen(adminPort, host);
+    await verifier.start();
     await relay.start();
     heartbeats.start();
     await replica.start();

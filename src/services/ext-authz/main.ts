@@ -7,6 +7,7 @@ import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { connectRedis } from '../../sources/redis-client.ts';
 import { blacklistReplica } from '../blacklist-replica.ts';
+import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
@@ -28,6 +29,8 @@ export const startExtAuthz: ServiceStarter = async (env) => {
   const own = loadExtAuthzConfig(env);
   const logger = createLogger({ level: config.logLevel, name: 'ext-authz' });
   const { verifier } = jwtFromEnv(env, logger);
+  // In redis mode it holds no replica and hears no event.
+  if (own.blacklist === 'replica') warnIfEventsUnsigned(config, logger);
   const closers: Closers = [];
   return openService(closers, logger, async () => {
     const redis = connectRedis(config.redisUrl, logger, 'cachecast-ext-authz');
@@ -68,7 +71,9 @@ export const startExtAuthz: ServiceStarter = async (env) => {
       registry,
       // In redis mode there is no replica: ready once Redis answers.
       ready: () => listening && (replica !== undefined || redis.client.isReady),
-      routes: {
+      token: config.adminPortToken,
+      // Recent users and token ids, and the revocation policy: not for anyone who reaches the port.
+      privateRoutes: {
         '/decisions': () => log.snapshot(),
         '/authz': () => ({
           blacklist: own.blacklist,

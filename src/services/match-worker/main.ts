@@ -11,6 +11,7 @@ import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
+import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { RunningService, ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
@@ -61,6 +62,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
   const config = loadCommonConfig(env);
   const own = loadMatchWorkerConfig(env);
   const logger: Logger = createLogger({ level: config.logLevel, name: 'match-worker' });
+  warnIfEventsUnsigned(config, logger);
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 4 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
@@ -97,7 +99,8 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       replicas,
       registry,
       ready: () => worker.consuming,
-      routes: { '/worker': () => worker.stats },
+      token: config.adminPortToken,
+      privateRoutes: { '/worker': () => worker.stats },
     });
     closers.push(['admin server', () => admin.close()]);
     const boundAdmin = await admin.listen(own.adminPort, own.host);
