@@ -29,6 +29,7 @@ export const TEST_FILES = [
   'test/integration/outbox.test.ts',
   'test/integration/replica-rabbitmq.test.ts',
   'test/integration/admin-server.test.ts',
+  'test/integration/redis-client.test.ts',
   'test/integration/cli.test.ts',
   'test/integration/catalog-service.test.ts',
   'test/integration/grants-writer.test.ts',

@@ -73,6 +73,8 @@ export class OutboxRelay {
   readonly #maxEventBytes: number;
   readonly #listenConfig: pg.ClientConfig | undefined;
   #listener: pg.Client | undefined;
+  /** The #listen() in progress, if any: close() waits for it. */
+  #listening: Promise<void> | undefined;
   #timer: ReturnType<Clock['setTimeout']> | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -110,8 +112,16 @@ export class OutboxRelay {
     this.kick();
   }
 
-  async #listen(): Promise<void> {
-    if (this.#closing) return;
+  #listen(): Promise<void> {
+    if (this.#closing) return Promise.resolve();
+    const listening = this.#connectListener().finally(() => {
+      if (this.#listening === listening) this.#listening = undefined;
+    });
+    this.#listening = listening;
+    return listening;
+  }
+
+  async #connectListener(): Promise<void> {
     const client = new pg.Client(
       this.#listenConfig ?? (this.#pool as unknown as { options: pg.ClientConfig }).options,
     );
@@ -125,8 +135,17 @@ export class OutboxRelay {
     try {
       await client.connect();
       await client.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      // close() ran while this connected: it did not see this client, so it is ended here.
+      if (this.#closing) {
+        await client.end().catch(() => undefined);
+        return;
+      }
       this.#listener = client;
     } catch (err) {
+      if (this.#closing) {
+        await client.end().catch(() => undefined);
+        return;
+      }
       this.#log.warn({ err: describeError(err) }, 'outbox LISTEN failed; polling');
       await client.end().catch(() => undefined);
       this.#clock.setTimeout(() => void this.#listen(), this.#pollIntervalMs * 2).unref?.();
@@ -266,6 +285,7 @@ export class OutboxRelay {
     this.#closing ??= (async () => {
       if (this.#timer) this.#clock.clearTimeout(this.#timer);
       await this.#running;
+      await this.#listening;
       await this.#listener?.end().catch(() => undefined);
       this.#listener = undefined;
     })();

@@ -32,6 +32,21 @@ export function connectRedis(url: string, logger: Logger, name: string): Managed
     connected,
     close() {
       closing ??= (async () => {
+        if (!client.isReady && client.isOpen) {
+          // A (re)connect may be under way: node-redis attaches its socket to the client
+          // only once it has connected, so a destroy() now would miss it, and the socket
+          // would connect and stay open, keeping the closed service's process alive.
+          // Wait for the attempt to end (connectTimeout bounds it), then close.
+          await new Promise<void>((resolve) => {
+            const done = (): void => {
+              clearTimeout(timer);
+              client.off('connect', done).off('error', done);
+              resolve();
+            };
+            const timer = setTimeout(done, 2500);
+            client.once('connect', done).once('error', done);
+          });
+        }
         if (client.isReady) await client.close();
         else if (client.isOpen) client.destroy();
       })();
