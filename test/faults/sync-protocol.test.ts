@@ -13,7 +13,14 @@ import type { ReplicaStats } from '../../src/replica/stats.ts';
 import { BLACKLIST_KEYS, blacklistSource } from '../../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../../src/sources/redis-source.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
-import { check, login, logout, startAuthMember, startAuthzMember } from '../support/authz-fleet.ts';
+import {
+  adminJson,
+  check,
+  login,
+  logout,
+  startAuthMember,
+  startAuthzMember,
+} from '../support/authz-fleet.ts';
 import { revokeInRedis } from '../support/blacklist-writes.ts';
 import { RABBITMQ_URL, redisClient } from '../support/env.ts';
 import { rabbitProxy, urlThrough } from '../support/rabbit.ts';
@@ -284,9 +291,7 @@ describe('sync protocol against the real services: the four schedules', () => {
     await waitFor(async () => (await blacklistStats(authz)).state === 'degraded', 'degraded', 5000);
     assert.equal((await check(authz, token)).status, 200, 'a Redis outage does not fail authentication');
     assert.equal((await check(authz, revoked)).error, 'token_revoked');
-    const decisions = (await (await fetch(`${authz.admin}/decisions`)).json()) as {
-      counts: Record<string, number>;
-    };
+    const decisions = await adminJson<{ counts: Record<string, number> }>(authz, '/decisions');
     assert.ok(decisions.counts.allow_unproven! >= 1);
     assert.equal(await logout(auth, token), 503, 'and no logout can commit meanwhile');
     servers.push(await startRedisServer(redis.port));
