@@ -155,6 +155,7 @@ export class World {
       source: this.#source,
       clock: this.#sched,
       mutant: this.#mutant,
+      random: () => this.#rng.next(),
       logger: this.#logger(`replica ${r}`),
       onApplied: (event, epoch) => {
         if (event.origin === 'forger') this.#forgedAt[r] = this.#sched.now();

@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle } from '../clock.ts';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { Pauses } from '../util/pauses.ts';
 import { bucketOf, comparableFrom } from './digest.ts';
 import type { Generation } from './generation.ts';
 import type { SnapshotSource, SourceState } from './source.ts';
@@ -20,6 +21,9 @@ export interface Observation {
   localVersionAtRead?: number;
 }
 
+/** Reads of the source a replica asks for follow each other at least this far apart. */
+const MIN_CHECK_GAP_MS = 50;
+
 export type RepairReason = 'behind' | 'ahead' | 'epoch' | 'diverged';
 
 export interface FreshnessHost<V> {
@@ -36,6 +40,8 @@ export interface FreshnessHost<V> {
   catchUp(reason: 'behind', target: number): void;
   /** Freshness moved (state may change). */
   changed(): void;
+  /** A read of the source's state succeeded. */
+  sourceAnswered(): void;
 }
 
 export interface FreshnessOptions {
@@ -97,6 +103,7 @@ export class Freshness<V> {
   #repairTimer: TimerHandle | undefined;
   #periodic: TimerHandle | undefined;
   #closed = false;
+  readonly #pauses: Pauses;
   readonly #stats: FreshnessStats = {
     verified_at: null,
     heartbeats: 0,
@@ -109,6 +116,7 @@ export class Freshness<V> {
   constructor(host: FreshnessHost<V>, options: FreshnessOptions) {
     this.#host = host;
     this.#o = options;
+    this.#pauses = new Pauses(host.clock);
   }
 
   /**
@@ -146,6 +154,7 @@ export class Freshness<V> {
 
   close(): void {
     this.#closed = true;
+    this.#pauses.stop();
     const { clock } = this.#host;
     for (const timer of [this.#tick, this.#repairTimer, this.#periodic]) if (timer) clock.clearTimeout(timer);
   }
@@ -205,7 +214,12 @@ export class Freshness<V> {
   async #runChecks(): Promise<void> {
     do {
       this.#checkAgain = false;
+      const started = this.#host.clock.now();
       await this.#checkOnce();
+      // Asked again meanwhile (events of a new epoch, unversioned changes, a burst): one more
+      // read, but not more than one per MIN_CHECK_GAP_MS, whatever the event rate.
+      if (this.#checkAgain && !this.#closed)
+        await this.#pauses.pause(started + MIN_CHECK_GAP_MS - this.#host.clock.now());
     } while (this.#checkAgain && !this.#closed);
   }
 
@@ -228,6 +242,7 @@ export class Freshness<V> {
       return;
     }
     if (this.#closed) return;
+    this.#host.sourceAnswered();
     this.#observe({ ...state, fromBucket, readAt, authoritative: true, localVersionAtRead });
   }
 

@@ -66,6 +66,8 @@ export interface ReplicatedCacheOptions<V> {
    * @internal The fault simulator puts one known defect back (bin: npm run sim -- --mutant).
    */
   mutant?: ProtocolMutant | undefined;
+  /** @internal Jitter for backoff, in [0, 1). @default Math.random (the simulator seeds it) */
+  random?: (() => number) | undefined;
   /** @internal Told of every change applied (the simulator checks epochs with it). */
   onApplied?: ((event: ReplicaEvent<V>, epoch: string) => void) | undefined;
 }
@@ -94,6 +96,7 @@ export interface ResolvedReplicaOptions<V> {
   maxEventBytes: number;
   eventSecret: string | undefined;
   mutant: ProtocolMutant | undefined;
+  random: () => number;
   onApplied: ((event: ReplicaEvent<V>, epoch: string) => void) | undefined;
 }
 
@@ -138,6 +141,7 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     maxEventBytes: ms('maxEventBytes', dataset.maxEventBytes ?? 1024 * 1024, 1),
     eventSecret: options.eventSecret || undefined,
     mutant: options.mutant,
+    random: options.random ?? Math.random,
     onApplied: options.onApplied,
   };
 }

@@ -73,6 +73,7 @@ export class Replicator<V> {
       maxBufferedEvents: o.maxBufferedEvents,
       retryBaseMs: o.resyncRetryBaseMs,
       retryMaxMs: o.resyncRetryMaxMs,
+      random: o.random,
       arrivalOrder: o.mutant === 'buffer-order',
       isLive: live,
       closing: () => this.#closing !== undefined,
@@ -97,6 +98,10 @@ export class Replicator<V> {
         resync: (reason) => void this.resync(reason),
         catchUp: (reason, target) => this.#gaps.catchUp(reason, target),
         changed: () => this.#updateState(),
+        // The source answers again: a resync waiting out its backoff goes now.
+        sourceAnswered: () => {
+          if (this.#sourceFailing) this.#resync.wake();
+        },
       },
       {
         maxStalenessMs: o.maxStalenessMs,
@@ -336,8 +341,9 @@ export class Replicator<V> {
       return;
     }
     this.#epochs.hold(event);
-    // A new epoch reloads at once, once the source confirms it (an event's epoch may be forged).
-    void this.#freshness.check();
+    // A new epoch reloads at once, once the source confirms it (an event's epoch may be forged);
+    // a load already running will see it.
+    if (!this.#resync.running) void this.#freshness.check();
   }
 
   // ---------------------------------------------------------------- resync

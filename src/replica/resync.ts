@@ -41,6 +41,8 @@ export interface ResyncHost<V> {
   readonly maxBufferedEvents: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
+  /** Backoff jitter in [0, 1). */
+  readonly random: () => number;
   /** Simulator mutant: replay the buffered events in arrival order and reload at the first gap. */
   readonly arrivalOrder: boolean;
   isLive(value: V): boolean;
@@ -176,7 +178,7 @@ export class Resync<V> {
           now: () => host.clock.now(),
         });
       } catch (err) {
-        const delay = backoffDelay(failures++, host.retryBaseMs, host.retryMaxMs);
+        const delay = backoffDelay(failures++, host.retryBaseMs, host.retryMaxMs, host.random);
         host.failed(err, reason, delay);
         await this.#pauses.pause(delay);
         continue;
@@ -184,7 +186,9 @@ export class Resync<V> {
       if (log.overflowed || !this.#rebase(gen, log, changes)) {
         reason = log.overflowed ? 'buffer-overflow' : 'gap';
         host.gap();
-        await this.#pauses.pause(backoffDelay(Math.min(failures++, 3), host.retryBaseMs, host.retryMaxMs));
+        await this.#pauses.pause(
+          backoffDelay(Math.min(failures++, 3), host.retryBaseMs, host.retryMaxMs, host.random),
+        );
         continue;
       }
       host.swap(gen, {

@@ -9,9 +9,9 @@ import type { Publisher } from 'rabbitmq-client';
 import { GRANTS_QUEUE } from '../../src/catalog/grant.ts';
 import { encodeCeleryTask } from '../../src/services/match-worker/celery-protocol.ts';
 import { MATCH_QUEUE } from '../../src/services/match-worker/worker.ts';
-import { TEST_JWT_SECRET } from '../support/authz-fleet.ts';
+import { serviceEnv } from '../support/authz-fleet.ts';
 import type { TestDatabase } from '../support/env.ts';
-import { DATABASE_URL, RABBITMQ_URL, REDIS_URL, testDatabase } from '../support/env.ts';
+import { DATABASE_URL, RABBITMQ_URL, testDatabase } from '../support/env.ts';
 import { claims, hs256 } from '../support/jwt-tokens.ts';
 import type { ServiceProcess } from '../support/service-process.ts';
 import { startServiceProcess } from '../support/service-process.ts';
@@ -143,18 +143,7 @@ async function traffic(services: Record<(typeof SERVICES)[number], ServiceProces
 
 describe('shutdown', () => {
   it(`every service exits 0 within a few seconds of a SIGTERM right after traffic, ${ROUNDS} rounds in a row`, async () => {
-    const env: NodeJS.ProcessEnv = {
-      HOST: '127.0.0.1',
-      PORT: '0',
-      ADMIN_PORT: '0',
-      GRPC_PORT: '0',
-      RABBITMQ_URL,
-      REDIS_URL,
-      DATABASE_URL: databaseUrl(),
-      JWT_SECRET: TEST_JWT_SECRET,
-      ADMIN_TOKEN,
-      LOG_LEVEL: 'warn',
-    };
+    const env = serviceEnv({ DATABASE_URL: databaseUrl(), ADMIN_TOKEN, LOG_LEVEL: 'warn' });
     for (let round = 0; round < ROUNDS; round++) {
       const started = await Promise.all(SERVICES.map((name) => startServiceProcess(name, env)));
       running.push(...started);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { PROTOCOL_MUTANTS } from '../../src/replica/options.ts';
+import { FAULT_KINDS } from '../../sim/schedule.ts';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '../..');
@@ -41,16 +42,7 @@ describe('the fault simulator', () => {
     assert.equal(code, 0, stderr);
     assert.equal(summary.violations, 0);
     assert.equal(summary.schedules, 600);
-    for (const kind of [
-      'drop',
-      'duplicate',
-      'reorder',
-      'delay',
-      'partition',
-      'source_restart',
-      'forged',
-      'replica_restart',
-    ]) {
+    for (const kind of FAULT_KINDS) {
       assert.ok(summary.faults[kind]! > 50, `${kind} faults were injected (${summary.faults[kind]})`);
     }
     assert.ok(summary.max_staleness_ms <= 1000, `a ready replica was ${summary.max_staleness_ms} ms behind`);
@@ -76,6 +68,15 @@ describe('the fault simulator', () => {
       );
     });
   }
+
+  it('is deterministic: the same seed gives the same run', async () => {
+    const [a, b] = await Promise.all([
+      sim('--schedules', '40', '--seed', '7'),
+      sim('--schedules', '40', '--seed', '7'),
+    ]);
+    assert.deepEqual(a.summary, b.summary);
+    assert.equal(a.summary.schedules, 40);
+  });
 
   it('refuses bad arguments with one clear line', async () => {
     const { code, stderr } = await run(process.execPath, ['--import', 'tsx', SIM, '--mutant', 'nope'], {
