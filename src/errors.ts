@@ -3,8 +3,12 @@
  * `switch (err.code)` and services can map codes to HTTP statuses in one place.
  */
 export type ErrorCode =
-  // configuration and options
+  // configuration (environment) and options (constructors)
   | 'CONFIG_INVALID'
+  /** An option of the wrong type (thrown as a TypeError that carries this code). */
+  | 'OPTION_TYPE'
+  /** An option outside its range (thrown as a RangeError that carries this code). */
+  | 'OPTION_RANGE'
   // bus
   | 'BUS_CLOSED'
   | 'BUS_PUBLISH_TIMEOUT'
@@ -45,13 +49,39 @@ export class CachecastError extends Error {
   }
 }
 
-export function isCachecastError(err: unknown, code?: ErrorCode): err is CachecastError {
-  return err instanceof CachecastError && (code === undefined || err.code === code);
+/**
+ * Option errors stay TypeError / RangeError (what callers of rabbitmq-client
+ * and jose expect at construction) and carry a code like every other error.
+ */
+export class OptionTypeError extends TypeError {
+  readonly code = 'OPTION_TYPE' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'OptionTypeError';
+  }
+}
+
+export class OptionRangeError extends RangeError {
+  readonly code = 'OPTION_RANGE' as const;
+  constructor(message: string) {
+    super(message);
+    this.name = 'OptionRangeError';
+  }
+}
+
+/** Any error cachecast raised, narrowed by code when one is given. */
+export function isCachecastError(
+  err: unknown,
+  code?: ErrorCode,
+): err is CachecastError | OptionTypeError | OptionRangeError {
+  const ours =
+    err instanceof CachecastError || err instanceof OptionTypeError || err instanceof OptionRangeError;
+  return ours && (code === undefined || err.code === code);
 }
 
 /** A short, secret-free description of any thrown value, for logs. */
 export function describeError(err: unknown): string {
-  if (err instanceof CachecastError) return `${err.code}: ${err.message}`;
+  if (isCachecastError(err)) return `${err.code}: ${err.message}`;
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     return typeof code === 'string' ? `${code}: ${err.message}` : err.message;

@@ -1,7 +1,9 @@
 import type { Bus } from '../bus/bus.ts';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
+import { OptionRangeError, OptionTypeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import { countOption, msOption, oneOfOption } from '../options.ts';
 import { silentLogger } from '../logger.ts';
 import type { ReplicaEvent } from './generation.ts';
 import type { SnapshotSource } from './source.ts';
@@ -100,27 +102,25 @@ export interface ResolvedReplicaOptions<V> {
   onApplied: ((event: ReplicaEvent<V>, epoch: string) => void) | undefined;
 }
 
-function ms(name: string, value: number, min: number): number {
-  if (!Number.isFinite(value) || value < min) throw new RangeError(`${name} must be a number >= ${min}`);
-  return value;
-}
-
 export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): ResolvedReplicaOptions<V> {
   const { dataset } = options;
-  if (!dataset?.name || !dataset.topic) throw new TypeError('dataset needs a name and a topic');
-  const degradedReads = options.degradedReads ?? dataset.degradedReads ?? 'serve';
-  if (!['serve', 'source', 'refuse'].includes(degradedReads)) {
-    throw new RangeError(`degradedReads must be serve, source or refuse`);
-  }
-  const resyncRetryBaseMs = ms('resyncRetryBaseMs', options.resyncRetryBaseMs ?? 200, 1);
-  const maxStalenessMs = ms('maxStalenessMs', options.maxStalenessMs ?? 1000, 0);
-  const staleCheckMs = ms('staleCheckMs', options.staleCheckMs ?? Math.min(500, maxStalenessMs / 2), 0);
+  if (!dataset?.name || !dataset.topic) throw new OptionTypeError('dataset needs a name and a topic');
+  const degradedReads = oneOfOption(
+    'degradedReads',
+    options.degradedReads ?? dataset.degradedReads,
+    ['serve', 'source', 'refuse'] as const,
+    'serve',
+  );
+  const resyncRetryBaseMs = msOption('resyncRetryBaseMs', options.resyncRetryBaseMs, 200, 1);
+  const maxStalenessMs = msOption('maxStalenessMs', options.maxStalenessMs, 1000);
+  const staleCheckMs = msOption('staleCheckMs', options.staleCheckMs, Math.min(500, maxStalenessMs / 2));
   if (maxStalenessMs > 0 && (staleCheckMs < 1 || staleCheckMs >= maxStalenessMs)) {
-    throw new RangeError('staleCheckMs must be >= 1 and below maxStalenessMs');
+    throw new OptionRangeError('staleCheckMs must be >= 1 and below maxStalenessMs');
   }
-  if (options.mutant !== undefined && !PROTOCOL_MUTANTS.includes(options.mutant)) {
-    throw new RangeError(`mutant must be one of ${PROTOCOL_MUTANTS.join(', ')}`);
-  }
+  const mutant =
+    options.mutant === undefined
+      ? undefined
+      : oneOfOption('mutant', options.mutant, PROTOCOL_MUTANTS, options.mutant);
   return {
     dataset,
     bus: options.bus,
@@ -130,17 +130,17 @@ export function normalizeReplicaOptions<V>(options: ReplicatedCacheOptions<V>): 
     degradedReads,
     maxStalenessMs,
     staleCheckMs,
-    versionCheckIntervalMs: ms('versionCheckIntervalMs', options.versionCheckIntervalMs ?? 30_000, 0),
-    versionCheckGraceMs: ms('versionCheckGraceMs', options.versionCheckGraceMs ?? 200, 0),
-    gapWaitMs: ms('gapWaitMs', options.gapWaitMs ?? 200, 0),
-    sweepIntervalMs: ms('sweepIntervalMs', options.sweepIntervalMs ?? 1000, 1),
-    sweepBatch: ms('sweepBatch', options.sweepBatch ?? 20_000, 1),
+    versionCheckIntervalMs: msOption('versionCheckIntervalMs', options.versionCheckIntervalMs, 30_000),
+    versionCheckGraceMs: msOption('versionCheckGraceMs', options.versionCheckGraceMs, 200),
+    gapWaitMs: msOption('gapWaitMs', options.gapWaitMs, 200),
+    sweepIntervalMs: msOption('sweepIntervalMs', options.sweepIntervalMs, 1000, 1),
+    sweepBatch: countOption('sweepBatch', options.sweepBatch, 20_000),
     resyncRetryBaseMs,
-    resyncRetryMaxMs: ms('resyncRetryMaxMs', options.resyncRetryMaxMs ?? 10_000, resyncRetryBaseMs),
-    maxBufferedEvents: ms('maxBufferedEvents', options.maxBufferedEvents ?? 100_000, 1),
-    maxEventBytes: ms('maxEventBytes', dataset.maxEventBytes ?? 1024 * 1024, 1),
+    resyncRetryMaxMs: msOption('resyncRetryMaxMs', options.resyncRetryMaxMs, 10_000, resyncRetryBaseMs),
+    maxBufferedEvents: countOption('maxBufferedEvents', options.maxBufferedEvents, 100_000),
+    maxEventBytes: countOption('maxEventBytes', dataset.maxEventBytes, 1024 * 1024),
     eventSecret: options.eventSecret || undefined,
-    mutant: options.mutant,
+    mutant,
     random: options.random ?? Math.random,
     onApplied: options.onApplied,
   };

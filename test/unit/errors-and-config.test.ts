@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseAmqpUrls } from '../../src/bus/amqp-url.ts';
 import { intVar, loadCommonConfig } from '../../src/config/env.ts';
-import { CachecastError, describeError, isCachecastError } from '../../src/errors.ts';
+import { CachecastError, describeError, isCachecastError, OptionRangeError } from '../../src/errors.ts';
 import { normalizeReplicaOptions } from '../../src/replica/options.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
 import { catalogDataset } from '../../src/datasets/catalog.ts';
@@ -89,6 +89,23 @@ describe('options', () => {
       () => normalizeReplicaOptions({ ...base(), degradedReads: 'maybe' as 'serve' }),
       RangeError,
     );
+  });
+
+  it('throws option errors that carry stable codes', () => {
+    assert.throws(
+      () => normalizeReplicaOptions({ ...base(), gapWaitMs: -5 }),
+      (err: unknown) =>
+        err instanceof RangeError && isCachecastError(err, 'OPTION_RANGE') && /gapWaitMs/.test(err.message),
+    );
+    assert.throws(
+      () => normalizeReplicaOptions({ ...base(), sweepBatch: 1.5 }),
+      (err: unknown) => err instanceof TypeError && isCachecastError(err, 'OPTION_TYPE'),
+    );
+    assert.throws(
+      () => normalizeReplicaOptions({ ...base(), maxStalenessMs: 2 ** 31 }),
+      (err: unknown) => isCachecastError(err, 'OPTION_RANGE'),
+    );
+    assert.equal(describeError(new OptionRangeError('x must be 1')), 'OPTION_RANGE: x must be 1');
   });
 });
 
