@@ -59,7 +59,7 @@ import { BLACKLIST_KEY_PREFIX } from '../src/datasets/blacklist.ts';
 import { authorizationService } from '../src/services/ext-authz/envoy-protos.ts';
 import { bindGrpc, checkResponse } from '../src/services/ext-authz/grpc-server.ts';
 import { BLACKLIST_VERSION_KEY } from '../src/sources/blacklist-source.ts';
-import type { RedisClient } from '../src/sources/redis-source.ts';
+import type { RedisClient } from '../src/redis/client.ts';
 import type { Row } from './lib.ts';
 import {
   bareScan,

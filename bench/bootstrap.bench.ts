@@ -12,7 +12,7 @@ import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { blacklistKeys, blacklistSource } from '../src/sources/blacklist-source.ts';
-import type { RedisClient } from '../src/sources/redis-source.ts';
+import type { RedisClient } from '../src/redis/client.ts';
 import type { Row } from './lib.ts';
 import {
   bareScan,

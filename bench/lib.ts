@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import type { RedisClient } from '../src/sources/redis-source.ts';
+import type { RedisClient } from '../src/redis/client.ts';
 // @ts-expect-error a plain .mjs script shared with the test runner: typed by its use here
 import { ensureVhost as ensureVhostUntyped } from '../scripts/rabbit-vhost.mjs';
 

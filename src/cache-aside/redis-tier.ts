@@ -3,9 +3,9 @@ import { CachecastError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
+import type { RedisClient } from '../redis/client.ts';
 import { classifyRedisError } from './redis-errors.ts';
 
-type RedisClient = ReturnType<typeof createClient>;
 
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));

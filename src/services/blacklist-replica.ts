@@ -4,7 +4,7 @@ import { blacklistDataset } from '../datasets/blacklist.ts';
 import type { Logger } from '../logger.ts';
 import { ReplicatedCache } from '../replica/replicated-cache.ts';
 import { blacklistSource } from '../sources/blacklist-source.ts';
-import type { RedisClient } from '../sources/redis-source.ts';
+import type { RedisClient } from '../redis/client.ts';
 
 /** The JWT revocation list every ext-authz instance holds: loaded from Redis, kept by events. */
 export function blacklistReplica(

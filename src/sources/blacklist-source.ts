@@ -1,6 +1,7 @@
 import { BLACKLIST_KEY_PREFIX, toBlacklistValue } from '../datasets/blacklist.ts';
 import type { SourceChange } from '../replica/source.ts';
-import type { RedisClient, RedisProtocolKeys } from './redis-source.ts';
+import type { RedisClient } from '../redis/client.ts';
+import type { RedisProtocolKeys } from './redis-source.ts';
 import { RedisKeySource } from './redis-source.ts';
 
 /** Where the blacklist's version lives; outside `blacklist:*` so SCAN never sees it. */

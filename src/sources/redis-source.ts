@@ -1,4 +1,3 @@
-import type { createClient } from 'redis';
 import { CachecastError } from '../errors.ts';
 import type { DigestAlgorithm } from '../replica/digest.ts';
 import type {
@@ -8,9 +7,9 @@ import type {
   SourceChanges,
   SourceState,
 } from '../replica/source.ts';
+import type { RedisClient } from '../redis/client.ts';
 import { CHANGES_SCRIPT, SNAPSHOT_END_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
 
-export type RedisClient = ReturnType<typeof createClient>;
 
 /**
  * Where a Redis dataset keeps what the sync protocol needs beside its

@@ -1,6 +1,6 @@
 import { BLACKLIST_EPOCH_S, blacklistDataset, toBlacklistValue } from '../../src/datasets/blacklist.ts';
 import { blacklistKeys, blacklistSource } from '../../src/sources/blacklist-source.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 import { revokeInRedis, wipeBlacklist } from '../support/blacklist-writes.ts';
 import { redisClient, uniqueName } from '../support/env.ts';
 import { sourceConformance } from './source.conformance.ts';

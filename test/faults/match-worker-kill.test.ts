@@ -9,7 +9,7 @@ import { Connection } from 'rabbitmq-client';
 import type { GrantMessage } from '../../src/catalog/grant.ts';
 import { GRANTS_QUEUE } from '../../src/catalog/grant.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 import { encodeCeleryTask } from '../../src/services/match-worker/celery-protocol.ts';
 import { startMatchWorkerService } from '../../src/services/match-worker/main.ts';
 import { taskMetaKey } from '../../src/services/match-worker/result-backend.ts';

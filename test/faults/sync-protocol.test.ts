@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { BLACKLIST_TOPIC } from '../../src/datasets/blacklist.ts';
 import type { ReplicaStats } from '../../src/replica/stats.ts';
 import { BLACKLIST_KEYS, blacklistSource } from '../../src/sources/blacklist-source.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
   adminJson,

@@ -15,7 +15,7 @@ import { createRawBodyConsumer } from '../../src/services/raw-consumer.ts';
 import { encodeCeleryTask } from '../../src/services/match-worker/celery-protocol.ts';
 import { taskMetaKey } from '../../src/services/match-worker/result-backend.ts';
 import { MATCH_DLQ, MATCH_QUEUE, MatchWorker } from '../../src/services/match-worker/worker.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import { deferred } from '../../src/util/deferred.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { silentLogger } from '../../src/logger.ts';
-import { connectRedis } from '../../src/sources/redis-client.ts';
+import { connectRedis } from '../../src/redis/client.ts';
 import { REDIS_URL, redisClient, uniqueName } from '../support/env.ts';
 
 async function connectionsNamed(name: string): Promise<number> {

@@ -12,7 +12,7 @@ import { MemorySource } from '../../src/sources/memory-source.ts';
 import type { BlacklistKeys } from '../../src/sources/blacklist-source.ts';
 import { blacklistKeys, blacklistSource } from '../../src/sources/blacklist-source.ts';
 import { revokeInRedis } from '../support/blacklist-writes.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
 import { RABBITMQ_URL, redisClient, uniqueName } from '../support/env.ts';
 import { deleteExchanges, testBus } from '../support/rabbit.ts';

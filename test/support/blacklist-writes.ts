@@ -2,7 +2,7 @@ import { DIGEST_BUCKET_S } from '../../src/replica/digest.ts';
 import type { BlacklistKeys } from '../../src/sources/blacklist-source.ts';
 import { newEpoch } from '../../src/sources/memory-source.ts';
 import { REVOKE_SCRIPT } from '../../src/sources/redis-scripts.ts';
-import type { RedisClient } from '../../src/sources/redis-source.ts';
+import type { RedisClient } from '../../src/redis/client.ts';
 
 /**
  * A logout exactly as the auth service commits it (the same script): the key,

@@ -5,7 +5,7 @@ import { choiceVar, intVar, loadCommonConfig } from '../../config/env.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
-import { connectRedis } from '../../sources/redis-client.ts';
+import { connectRedis } from '../../redis/client.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';

@@ -11,7 +11,7 @@ import { BLACKLIST_KEYS, parseRevocationEntry } from '../../sources/blacklist-so
 import { newEpoch } from '../../sources/memory-source.ts';
 import { REVOKE_SCRIPT } from '../../sources/redis-scripts.ts';
 import { DIGEST_BUCKET_S } from '../../replica/digest.ts';
-import type { RedisClient } from '../../sources/redis-source.ts';
+import type { RedisClient } from '../../redis/client.ts';
 import { backoffDelay } from '../../util/backoff.ts';
 import { Pauses } from '../../util/pauses.ts';
 

@@ -5,7 +5,7 @@ import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';
 import { createMetricsRegistry } from '../../observe/metrics.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
-import { connectRedis } from '../../sources/redis-client.ts';
+import { connectRedis } from '../../redis/client.ts';
 import { blacklistReplica } from '../blacklist-replica.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';

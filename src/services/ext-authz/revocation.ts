@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks';
 import { BLACKLIST_KEY_PREFIX } from '../../datasets/blacklist.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
-import type { RedisClient } from '../../sources/redis-source.ts';
+import type { RedisClient } from '../../redis/client.ts';
 
 /**
  * `revoked`, `ok`, `unknown` when the source of truth could not be asked, or

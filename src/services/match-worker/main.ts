@@ -2,7 +2,7 @@ import pg from 'pg';
 import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
 import { intVar, loadCommonConfig } from '../../config/env.ts';
 import type { Character } from '../../datasets/catalog.ts';
-import { connectRedis } from '../../sources/redis-client.ts';
+import { connectRedis } from '../../redis/client.ts';
 import { migrate } from '../../db/migrate.ts';
 import { CachecastError, describeError } from '../../errors.ts';
 import { AdminServer } from '../../observe/admin-server.ts';

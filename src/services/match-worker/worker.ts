@@ -12,7 +12,7 @@ import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
-import type { RedisClient } from '../../sources/redis-source.ts';
+import type { RedisClient } from '../../redis/client.ts';
 import { deferred } from '../../util/deferred.ts';
 import { Pauses } from '../../util/pauses.ts';
 import { createRawBodyConsumer } from '../raw-consumer.ts';

@@ -1,7 +1,9 @@
 import { createClient } from 'redis';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { RedisClient } from './redis-source.ts';
+
+/** The node-redis client every Redis user in cachecast holds. */
+export type RedisClient = ReturnType<typeof createClient>;
 
 export interface ManagedRedis {
   client: RedisClient;
