@@ -6,7 +6,6 @@ import { redactUrl } from '../util/redact.ts';
 import type { RedisClient } from '../redis/client.ts';
 import { classifyRedisError } from './redis-errors.ts';
 
-
 function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }

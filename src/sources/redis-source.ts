@@ -10,7 +10,6 @@ import type {
 import type { RedisClient } from '../redis/client.ts';
 import { CHANGES_SCRIPT, SNAPSHOT_END_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
 
-
 /**
  * Where a Redis dataset keeps what the sync protocol needs beside its
  * entries; its writer's script (e.g. REVOKE_SCRIPT) keeps them atomically
