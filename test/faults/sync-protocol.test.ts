@@ -196,8 +196,10 @@ describe('sync protocol against the real services: the four schedules', () => {
     await monitor.stop();
     assert.deepEqual(monitor.violations, []);
     assert.equal((await check(authz, token)).status, 401);
+    // Ready again: at once on an idle machine; a starved event loop may first say degraded
+    // (it could not prove itself current in time), which is the safe answer, not a failure.
+    await waitFor(async () => (await blacklistStats(authz)).state === 'ready', 'ready again', 5000);
     const stats = await blacklistStats(authz);
-    assert.equal(stats.state, 'ready');
     assert.ok(stats.resyncs >= 2);
   });
 
@@ -241,10 +243,11 @@ describe('sync protocol against the real services: the four schedules', () => {
     await monitor.stop();
     assert.deepEqual(monitor.violations, []);
     assert.equal((await check(authz, token)).status, 401);
+    // Ready again (see above: a starved event loop may first say degraded, the safe answer).
+    await waitFor(async () => (await blacklistStats(authz)).state === 'ready', 'ready again', 5000);
     const state = await blacklistSource(redis.client).state(0);
     const stats = await blacklistStats(authz);
     assert.equal(stats.version, state.version);
-    assert.equal(stats.state, 'ready');
     assert.ok(
       ['ahead', 'diverged'].includes(stats.last_resync_reason ?? ''),
       String(stats.last_resync_reason),
