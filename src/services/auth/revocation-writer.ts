@@ -1,13 +1,13 @@
 import type { Bus } from '../../bus/bus.ts';
 import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
-import { BLACKLIST_MAX_EXPIRE_AT_S, BLACKLIST_TOPIC } from '../../datasets/blacklist.ts';
+import type { BlacklistKeys } from '../../datasets/blacklist.ts';
+import { BLACKLIST_KEYS, BLACKLIST_MAX_EXPIRE_AT_S, BLACKLIST_TOPIC } from '../../datasets/blacklist.ts';
 import { describeError } from '../../errors.ts';
 import { encodeEvent } from '../../events/codec.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import type { BlacklistKeys } from '../../sources/blacklist-source.ts';
-import { BLACKLIST_KEYS, parseRevocationEntry } from '../../sources/blacklist-source.ts';
+import { parseRevocationEntry } from '../../sources/blacklist-source.ts';
 import { newEpoch } from '../../sources/memory-source.ts';
 import { REVOKE_SCRIPT } from '../../sources/redis-scripts.ts';
 import { DIGEST_BUCKET_S } from '../../replica/digest.ts';
