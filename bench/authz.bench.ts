@@ -55,10 +55,9 @@ import { createClient } from 'redis';
 import { loadJwtConfig } from '../src/auth/jwt/config.ts';
 import { createIssuer } from '../src/auth/jwt/issuer.ts';
 import type { IssuedToken } from '../src/auth/jwt/issuer.ts';
-import { BLACKLIST_KEY_PREFIX } from '../src/datasets/blacklist.ts';
+import { BLACKLIST_KEY_PREFIX, BLACKLIST_VERSION_KEY } from '../src/datasets/blacklist.ts';
 import { authorizationService } from '../src/services/ext-authz/envoy-protos.ts';
 import { bindGrpc, checkResponse } from '../src/services/ext-authz/grpc-server.ts';
-import { BLACKLIST_VERSION_KEY } from '../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../src/redis/client.ts';
 import type { Row } from './lib.ts';
 import {

@@ -11,7 +11,8 @@ import { createClient } from 'redis';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
-import { blacklistKeys, blacklistSource } from '../src/sources/blacklist-source.ts';
+import { blacklistKeys } from '../src/datasets/blacklist.ts';
+import { blacklistSource } from '../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../src/redis/client.ts';
 import type { Row } from './lib.ts';
 import {

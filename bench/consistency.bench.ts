@@ -25,7 +25,7 @@ import { BLACKLIST_TOPIC, blacklistDataset } from '../src/datasets/blacklist.ts'
 import { encodeEvent } from '../src/events/codec.ts';
 import { HeartbeatPublisher } from '../src/outbox/heartbeats.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
-import { Revocations } from '../src/services/auth/revocations.ts';
+import { Revocations } from '../src/services/auth/revocation-writer.ts';
 import { blacklistSource } from '../src/sources/blacklist-source.ts';
 import { TcpProxy } from '../src/util/tcp-proxy.ts';
 import { redisClient } from '../test/support/env.ts';

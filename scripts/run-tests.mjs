@@ -13,6 +13,7 @@ export const TEST_FILES = [
   'test/unit/replica.test.ts',
   'test/unit/replica-protocol.test.ts',
   'test/unit/store.test.ts',
+  'test/unit/outbox-drainer.test.ts',
   'test/unit/catalog-csv.test.ts',
   'test/unit/jwt.test.ts',
   'test/unit/jwt-fuzz.test.ts',

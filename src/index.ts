@@ -34,6 +34,7 @@ export {
   blacklistDataset,
   BLACKLIST_TOPIC,
   BLACKLIST_KEY_PREFIX,
+  BLACKLIST_VERSION_KEY,
   blacklistExpireAtMs,
   toBlacklistValue,
 } from './datasets/blacklist.ts';
@@ -45,7 +46,7 @@ export type { PostgresSourceOptions } from './sources/postgres-source.ts';
 export { RedisKeySource } from './sources/redis-source.ts';
 export type { RedisKeySourceOptions } from './sources/redis-source.ts';
 export { catalogSource } from './sources/catalog-source.ts';
-export { blacklistSource, BLACKLIST_VERSION_KEY } from './sources/blacklist-source.ts';
+export { blacklistSource } from './sources/blacklist-source.ts';
 
 export { appendToOutbox } from './outbox/outbox.ts';
 export { OutboxRelay } from './outbox/relay.ts';

@@ -5,6 +5,45 @@ import type { Dataset } from '../replica/dataset.ts';
 export const BLACKLIST_TOPIC = 'auth.blacklist.events';
 export const BLACKLIST_KEY_PREFIX = 'blacklist:';
 
+/** Where the blacklist's version lives; outside `blacklist:*` so SCAN never sees it. */
+export const BLACKLIST_VERSION_KEY = 'cachecast:version:blacklist';
+
+/**
+ * The blacklist's Redis keys beside `blacklist:{jti}` (one home for them: the
+ * revocation writer, the source and the ext-authz check read the same names).
+ */
+export interface BlacklistKeys {
+  prefix: string;
+  versionKey: string;
+  epochKey: string;
+  digestKey: string;
+  /** Recent revocations `version:exat:jti`, capped: a replica repairs a lost event from here. */
+  logKey: string;
+  /** Revocations committed whose event the broker has not confirmed yet (the Redis outbox). */
+  pendingKey: string;
+}
+
+export const BLACKLIST_KEYS: BlacklistKeys = {
+  prefix: BLACKLIST_KEY_PREFIX,
+  versionKey: BLACKLIST_VERSION_KEY,
+  epochKey: 'cachecast:epoch:blacklist',
+  digestKey: 'cachecast:digest:blacklist',
+  logKey: 'cachecast:log:blacklist',
+  pendingKey: 'cachecast:outbox:blacklist',
+};
+
+/** Keys under another base (tests, several systems in one Redis database). */
+export function blacklistKeys(base: string): BlacklistKeys {
+  return {
+    prefix: `${base}:blacklist:`,
+    versionKey: `${base}:version`,
+    epochKey: `${base}:epoch`,
+    digestKey: `${base}:digest`,
+    logKey: `${base}:log`,
+    pendingKey: `${base}:pending`,
+  };
+}
+
 /**
  * Stored value: expire_at in seconds relative to this base, so it is a small
  * integer (stored unboxed in the Map) on every V8 build: with pointer

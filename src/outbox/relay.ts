@@ -2,22 +2,15 @@ import pg from 'pg';
 import type { Bus } from '../bus/bus.ts';
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
-import { withTransaction } from '../db/transaction.ts';
 import { describeError } from '../errors.ts';
-import { encodeEvent } from '../events/codec.ts';
-import { RELOAD_TYPE } from '../events/control.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { countOption, msOption, numberOption, objectOption } from '../options.ts';
 import { backoffDelay } from '../util/backoff.ts';
+import { OutboxDrainer } from './drainer.ts';
 import { OUTBOX_CHANNEL } from './outbox.ts';
-
-/**
- * Only one relay per outbox publishes at a time, so events leave in version
- * order. Keyed by the outbox table itself too (the one search_path resolves):
- * an outbox in another schema of the same database must not make this one's
- * relays wait or skip a turn.
- */
-const RELAY_LOCK = 7_240_002;
+import type { PostgresOutboxEntry } from './postgres-store.ts';
+import { PostgresOutboxStore } from './postgres-store.ts';
 
 export interface OutboxRelayOptions {
   pool: pg.Pool;
@@ -45,6 +38,39 @@ export interface OutboxRelayOptions {
   maxEventBytes?: number;
 }
 
+export interface NormalizedRelayOptions {
+  pool: pg.Pool;
+  bus: Bus;
+  listenConfig: pg.ClientConfig | undefined;
+  clock: Clock;
+  logger: Logger;
+  pollIntervalMs: number;
+  batchSize: number;
+  retentionMs: number;
+  retryBaseMs: number;
+  eventSecret: string | undefined;
+  maxEventBytes: number;
+}
+
+/** Merges the defaults and checks ranges (OptionTypeError / OptionRangeError at construction). */
+export function normalizeRelayOptions(options: OutboxRelayOptions): NormalizedRelayOptions {
+  objectOption('pool', options.pool);
+  objectOption('bus', options.bus);
+  return {
+    pool: options.pool,
+    bus: options.bus,
+    listenConfig: options.listenConfig,
+    clock: options.clock ?? systemClock,
+    logger: (options.logger ?? silentLogger).child({ component: 'outbox-relay' }),
+    pollIntervalMs: msOption('pollIntervalMs', options.pollIntervalMs, 1000, 1),
+    batchSize: countOption('batchSize', options.batchSize, 200),
+    retentionMs: numberOption('retentionMs', options.retentionMs, 86_400_000),
+    retryBaseMs: msOption('retryBaseMs', options.retryBaseMs, 100),
+    eventSecret: options.eventSecret || undefined,
+    maxEventBytes: countOption('maxEventBytes', options.maxEventBytes, 8 * 1024 * 1024),
+  };
+}
+
 export interface RelayStats {
   published: number;
   /** Events too large to send, published as reload markers. */
@@ -54,54 +80,50 @@ export interface RelayStats {
 }
 
 /**
- * Publishes committed outbox rows with publisher confirms and marks them sent
- * only after the broker acknowledged them. A crash between publish and mark
- * republishes (replicas drop the duplicate by version); a broker outage only
- * delays events. Safe to run in every process: an advisory lock lets one
- * relay publish at a time, in version order.
+ * Publishes committed outbox rows (the PostgreSQL store under the outbox
+ * drainer) and wakes on the outbox's NOTIFY. Rows are marked sent only
+ * after the broker acknowledged them. Safe to run in every process: an
+ * advisory lock lets one relay publish at a time, in version order.
  */
 export class OutboxRelay {
-  readonly #pool: pg.Pool;
-  readonly #bus: Bus;
-  readonly #clock: Clock;
-  readonly #log: Logger;
-  readonly #pollIntervalMs: number;
-  readonly #batchSize: number;
-  readonly #retentionMs: number;
-  readonly #retryBaseMs: number;
-  readonly #secret: string | undefined;
-  readonly #maxEventBytes: number;
-  readonly #listenConfig: pg.ClientConfig | undefined;
+  readonly #o: NormalizedRelayOptions;
+  readonly #drainer: OutboxDrainer<PostgresOutboxEntry>;
+  readonly #store: PostgresOutboxStore;
   #listener: pg.Client | undefined;
   /** The #listen() in progress, if any: close() waits for it. */
   #listening: Promise<void> | undefined;
-  #timer: ReturnType<Clock['setTimeout']> | undefined;
-  #running: Promise<void> | undefined;
-  #again = false;
-  #failures = 0;
   #started = false;
   #closing: Promise<void> | undefined;
-  #lastCleanup = 0;
-  readonly #stats: RelayStats = { published: 0, reload_markers: 0, failures: 0, last_error: null };
+  #reloadMarkers = 0;
 
   constructor(options: OutboxRelayOptions) {
-    this.#pool = options.pool;
-    this.#bus = options.bus;
-    this.#clock = options.clock ?? systemClock;
-    this.#log = (options.logger ?? silentLogger).child({ component: 'outbox-relay' });
-    this.#pollIntervalMs = options.pollIntervalMs ?? 1000;
-    this.#batchSize = options.batchSize ?? 200;
-    this.#retentionMs = options.retentionMs ?? 86_400_000;
-    this.#retryBaseMs = options.retryBaseMs ?? 100;
-    this.#secret = options.eventSecret || undefined;
-    this.#maxEventBytes = options.maxEventBytes ?? 8 * 1024 * 1024;
-    this.#listenConfig = options.listenConfig;
-    if (this.#pollIntervalMs <= 0 || this.#batchSize <= 0 || this.#maxEventBytes <= 0)
-      throw new RangeError('pollIntervalMs, batchSize and maxEventBytes must be > 0');
+    const o = normalizeRelayOptions(options);
+    this.#o = o;
+    this.#store = new PostgresOutboxStore({
+      pool: o.pool,
+      clock: o.clock,
+      retentionMs: o.retentionMs,
+      maxEventBytes: o.maxEventBytes,
+      onReloadMarker: () => this.#reloadMarkers++,
+    });
+    this.#drainer = new OutboxDrainer({
+      store: this.#store,
+      bus: o.bus,
+      clock: o.clock,
+      eventSecret: o.eventSecret,
+      confirm: 'batch',
+      batchSize: o.batchSize,
+      idleMs: o.pollIntervalMs,
+      retryDelayMs: (failures) => backoffDelay(failures - 1, o.retryBaseMs, 5000),
+      stampOrigin: true,
+      onPassFailed: (err, attempt) =>
+        o.logger.warn({ err: describeError(err), attempt }, 'outbox relay batch failed; will retry'),
+    });
   }
 
   get stats(): RelayStats {
-    return { ...this.#stats };
+    const { published, pass_failures, last_error } = this.#drainer.stats;
+    return { published, reload_markers: this.#reloadMarkers, failures: pass_failures, last_error };
   }
 
   /** Starts listening and polling. Idempotent. */
@@ -109,7 +131,7 @@ export class OutboxRelay {
     if (this.#started) return;
     this.#started = true;
     await this.#listen();
-    this.kick();
+    if (!this.#closing) this.#drainer.start();
   }
 
   #listen(): Promise<void> {
@@ -122,15 +144,16 @@ export class OutboxRelay {
   }
 
   async #connectListener(): Promise<void> {
+    const { clock, logger, pollIntervalMs } = this.#o;
     const client = new pg.Client(
-      this.#listenConfig ?? (this.#pool as unknown as { options: pg.ClientConfig }).options,
+      this.#o.listenConfig ?? (this.#o.pool as unknown as { options: pg.ClientConfig }).options,
     );
     client.on('notification', () => this.kick());
     client.on('error', (err) => {
-      this.#log.warn({ err: describeError(err) }, 'outbox LISTEN connection lost; polling until it is back');
+      logger.warn({ err: describeError(err) }, 'outbox LISTEN connection lost; polling until it is back');
       this.#listener = undefined;
       client.end().catch(() => undefined);
-      this.#clock.setTimeout(() => void this.#listen(), this.#pollIntervalMs).unref?.();
+      clock.setTimeout(() => void this.#listen(), pollIntervalMs).unref?.();
     });
     try {
       await client.connect();
@@ -146,58 +169,15 @@ export class OutboxRelay {
         await client.end().catch(() => undefined);
         return;
       }
-      this.#log.warn({ err: describeError(err) }, 'outbox LISTEN failed; polling');
+      logger.warn({ err: describeError(err) }, 'outbox LISTEN failed; polling');
       await client.end().catch(() => undefined);
-      this.#clock.setTimeout(() => void this.#listen(), this.#pollIntervalMs * 2).unref?.();
+      clock.setTimeout(() => void this.#listen(), pollIntervalMs * 2).unref?.();
     }
   }
 
   /** Asks for a drain now (coalesced with one already running). */
   kick(): void {
-    if (this.#closing) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    if (this.#timer) this.#clock.clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#running = this.#loop().finally(() => {
-      this.#running = undefined;
-      this.#schedule();
-    });
-  }
-
-  #schedule(): void {
-    if (this.#closing || !this.#started) return;
-    const delay =
-      this.#failures > 0 ? backoffDelay(this.#failures - 1, this.#retryBaseMs, 5000) : this.#pollIntervalMs;
-    if (this.#again && this.#failures === 0) {
-      this.#again = false;
-      this.kick();
-      return;
-    }
-    this.#timer = this.#clock.setTimeout(() => this.kick(), delay);
-    this.#timer.unref?.();
-  }
-
-  async #loop(): Promise<void> {
-    try {
-      // Drain until a batch comes back short.
-      for (;;) {
-        const result = await this.drainOnce();
-        if (result !== 'full') break;
-      }
-      this.#failures = 0;
-      await this.#cleanup();
-    } catch (err) {
-      this.#failures++;
-      this.#stats.failures++;
-      this.#stats.last_error = describeError(err);
-      this.#log.warn(
-        { err: describeError(err), attempt: this.#failures },
-        'outbox relay batch failed; will retry',
-      );
-    }
+    this.#drainer.kick();
   }
 
   /**
@@ -206,85 +186,20 @@ export class OutboxRelay {
    * (the rows stay unsent).
    */
   async drainOnce(): Promise<'busy' | 'full' | 'done'> {
-    // A failed publish throws out of the transaction: nothing is marked sent.
-    const published = await withTransaction(this.#pool, async (client) => {
-      const { rows: lock } = await client.query<{ ok: boolean }>(
-        `SELECT pg_try_advisory_xact_lock($1, to_regclass('cachecast_outbox')::oid::int) AS ok`,
-        [RELAY_LOCK],
-      );
-      if (!lock[0]?.ok) return 'busy' as const;
-      const { rows } = await client.query<{
-        id: string;
-        dataset: string;
-        version: string;
-        epoch: string | null;
-        topic: string;
-        payload: string | null;
-      }>(
-        // Qualified: an unqualified ORDER BY would sort by the text aliases (1, 10, 100, 2, ...).
-        // A payload over the limit is not even read: it goes out as a reload marker.
-        `SELECT o.id::text AS id, o.dataset, o.version::text AS version, o.epoch, o.topic,
-           CASE WHEN octet_length(o.payload) > $2 THEN NULL ELSE o.payload END AS payload
-         FROM cachecast_outbox o WHERE o.sent_at IS NULL ORDER BY o.dataset, o.version LIMIT $1`,
-        [this.#batchSize, this.#maxEventBytes],
-      );
-      // One channel keeps order: publish all, then wait for every confirm.
-      const publishes = rows.map((row) => {
-        const payload =
-          row.payload === null
-            ? { type: RELOAD_TYPE, dataset: row.dataset }
-            : (JSON.parse(row.payload) as Record<string, unknown>);
-        if (row.payload === null) this.#stats.reload_markers++;
-        const { body, headers } = encodeEvent(
-          payload,
-          {
-            version: Number(row.version),
-            epoch: row.epoch ?? undefined,
-            published_at: this.#clock.now(),
-            origin: this.#bus.instanceId,
-          },
-          this.#secret,
-        );
-        return this.#bus.publish(row.topic, body, { headers });
-      });
-      const results = await Promise.allSettled(publishes);
-      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-      if (failed) throw failed.reason;
-      if (rows.length > 0) {
-        await client.query('UPDATE cachecast_outbox SET sent_at = now() WHERE id = ANY($1::bigint[])', [
-          rows.map((r) => r.id),
-        ]);
-      }
-      return rows.length;
-    });
-    if (published === 'busy') return 'busy';
-    this.#stats.published += published;
-    return published === this.#batchSize ? 'full' : 'done';
-  }
-
-  async #cleanup(): Promise<void> {
-    const now = this.#clock.now();
-    if (now - this.#lastCleanup < 60_000) return;
-    this.#lastCleanup = now;
-    await this.#pool.query(
-      `DELETE FROM cachecast_outbox WHERE sent_at IS NOT NULL AND sent_at < now() - ($1::bigint * interval '1 millisecond')`,
-      [this.#retentionMs],
-    );
+    const result = await this.#drainer.drainOnce();
+    // 'refused' is the drainer's 'each' mode; in 'batch' mode a refusal throws.
+    return result === 'refused' ? 'done' : result;
   }
 
   /** Number of committed events not yet published. */
-  async pending(): Promise<number> {
-    const { rows } = await this.#pool.query<{ n: string }>(
-      'SELECT count(*)::text AS n FROM cachecast_outbox WHERE sent_at IS NULL',
-    );
-    return Number(rows[0]?.n ?? 0);
+  pending(): Promise<number> {
+    return this.#store.pending();
   }
 
   /** Stops polling and listening, finishing the batch in flight. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      if (this.#timer) this.#clock.clearTimeout(this.#timer);
-      await this.#running;
+      await this.#drainer.close();
       await this.#listening;
       await this.#listener?.end().catch(() => undefined);
       this.#listener = undefined;

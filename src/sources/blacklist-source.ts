@@ -1,47 +1,9 @@
-import { BLACKLIST_KEY_PREFIX, toBlacklistValue } from '../datasets/blacklist.ts';
+import type { BlacklistKeys } from '../datasets/blacklist.ts';
+import { BLACKLIST_KEYS, toBlacklistValue } from '../datasets/blacklist.ts';
 import type { SourceChange } from '../replica/source.ts';
 import type { RedisClient } from '../redis/client.ts';
 import type { RedisProtocolKeys } from './redis-source.ts';
 import { RedisKeySource } from './redis-source.ts';
-
-/** Where the blacklist's version lives; outside `blacklist:*` so SCAN never sees it. */
-export const BLACKLIST_VERSION_KEY = 'cachecast:version:blacklist';
-
-/**
- * The blacklist's Redis keys beside `blacklist:{jti}` (one home for them: the
- * revocation writer and the source read the same names).
- */
-export interface BlacklistKeys {
-  prefix: string;
-  versionKey: string;
-  epochKey: string;
-  digestKey: string;
-  /** Recent revocations `version:exat:jti`, capped: a replica repairs a lost event from here. */
-  logKey: string;
-  /** Revocations committed whose event the broker has not confirmed yet. */
-  pendingKey: string;
-}
-
-export const BLACKLIST_KEYS: BlacklistKeys = {
-  prefix: BLACKLIST_KEY_PREFIX,
-  versionKey: BLACKLIST_VERSION_KEY,
-  epochKey: 'cachecast:epoch:blacklist',
-  digestKey: 'cachecast:digest:blacklist',
-  logKey: 'cachecast:log:blacklist',
-  pendingKey: 'cachecast:outbox:blacklist',
-};
-
-/** Keys under another base (tests, several systems in one Redis database). */
-export function blacklistKeys(base: string): BlacklistKeys {
-  return {
-    prefix: `${base}:blacklist:`,
-    versionKey: `${base}:version`,
-    epochKey: `${base}:epoch`,
-    digestKey: `${base}:digest`,
-    logKey: `${base}:log`,
-    pendingKey: `${base}:pending`,
-  };
-}
 
 /** A pending or logged revocation: `version:exat:jti`. */
 export interface RevocationEntry {

@@ -1,3 +1,6 @@
+import type { BlacklistKeys } from '../datasets/blacklist.ts';
+import type { RedisClient } from '../redis/client.ts';
+
 /**
  * The Lua that keeps a Redis dataset's epoch, version, digest and change log
  * atomic with its data (Redis runs a script alone). Digest values are 16 hex
@@ -105,3 +108,40 @@ if v % 64 == 0 then
   end
 end
 return {v, epoch}`;
+
+export interface RevokeArgs {
+  jti: string;
+  /** Whole unix seconds (EXAT). */
+  expireAt: number;
+  /** The epoch to start if the source has none. */
+  newEpoch: string;
+  /** Entries kept in the change log. */
+  logSize: number;
+  /** Digest bucket width in seconds. */
+  bucketS: number;
+}
+
+/**
+ * Runs REVOKE_SCRIPT: the key, the version, the pending event, the log and the
+ * digest change together. Undefined when the token was already revoked.
+ */
+export async function runRevokeScript(
+  redis: RedisClient,
+  keys: BlacklistKeys,
+  args: RevokeArgs,
+): Promise<{ version: number; epoch: string } | undefined> {
+  const result = await redis.eval(REVOKE_SCRIPT, {
+    keys: [
+      keys.prefix + args.jti,
+      keys.versionKey,
+      keys.pendingKey,
+      keys.epochKey,
+      keys.digestKey,
+      keys.logKey,
+    ],
+    arguments: [String(args.expireAt), args.jti, args.newEpoch, String(args.logSize), String(args.bucketS)],
+  });
+  if (!Array.isArray(result)) return undefined;
+  const [version, epoch] = result as [number, string];
+  return { version, epoch };
+}

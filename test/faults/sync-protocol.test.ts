@@ -10,7 +10,8 @@ import { after, afterEach, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { BLACKLIST_TOPIC } from '../../src/datasets/blacklist.ts';
 import type { ReplicaStats } from '../../src/replica/stats.ts';
-import { BLACKLIST_KEYS, blacklistSource } from '../../src/sources/blacklist-source.ts';
+import { BLACKLIST_KEYS } from '../../src/datasets/blacklist.ts';
+import { blacklistSource } from '../../src/sources/blacklist-source.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {

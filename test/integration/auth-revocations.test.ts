@@ -4,11 +4,11 @@ import type { Bus, BusMessage } from '../../src/bus/bus.ts';
 import { MemoryBroker, MemoryBus } from '../../src/bus/memory-bus.ts';
 import { BLACKLIST_TOPIC } from '../../src/datasets/blacklist.ts';
 import { CachecastError } from '../../src/errors.ts';
-import { Revocations } from '../../src/services/auth/revocations.ts';
+import { Revocations } from '../../src/services/auth/revocation-writer.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
 import { redisClient, uniqueName } from '../support/env.ts';
 import { waitFor } from '../support/wait.ts';
-import { blacklistKeys } from '../../src/sources/blacklist-source.ts';
+import { blacklistKeys } from '../../src/datasets/blacklist.ts';
 
 let redis: RedisClient;
 before(async () => {

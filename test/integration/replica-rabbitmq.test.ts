@@ -9,8 +9,9 @@ import { blacklistDataset, blacklistExpireAtMs } from '../../src/datasets/blackl
 import { encodeEvent } from '../../src/events/codec.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { MemorySource } from '../../src/sources/memory-source.ts';
-import type { BlacklistKeys } from '../../src/sources/blacklist-source.ts';
-import { blacklistKeys, blacklistSource } from '../../src/sources/blacklist-source.ts';
+import type { BlacklistKeys } from '../../src/datasets/blacklist.ts';
+import { blacklistKeys } from '../../src/datasets/blacklist.ts';
+import { blacklistSource } from '../../src/sources/blacklist-source.ts';
 import { revokeInRedis } from '../support/blacklist-writes.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
 import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';

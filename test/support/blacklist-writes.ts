@@ -1,5 +1,5 @@
 import { DIGEST_BUCKET_S } from '../../src/replica/digest.ts';
-import type { BlacklistKeys } from '../../src/sources/blacklist-source.ts';
+import type { BlacklistKeys } from '../../src/datasets/blacklist.ts';
 import { newEpoch } from '../../src/sources/memory-source.ts';
 import { REVOKE_SCRIPT } from '../../src/sources/redis-scripts.ts';
 import type { RedisClient } from '../../src/redis/client.ts';

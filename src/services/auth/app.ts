@@ -10,7 +10,7 @@ import { drainOnClose } from '../../http/drain.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import type { Revocations } from './revocations.ts';
+import type { Revocations } from './revocation-writer.ts';
 
 export interface AuthAppOptions {
   /** The development issuer; undefined when AUTH_LOGIN=disabled. */

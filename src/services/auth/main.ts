@@ -11,7 +11,7 @@ import type { ServiceStarter } from '../service.ts';
 import type { Closers } from '../shutdown.ts';
 import { openService } from '../shutdown.ts';
 import { buildAuthApp } from './app.ts';
-import { Revocations } from './revocations.ts';
+import { Revocations } from './revocation-writer.ts';
 import { BLACKLIST_TOPIC, blacklistDataset } from '../../datasets/blacklist.ts';
 import { HeartbeatPublisher } from '../../outbox/heartbeats.ts';
 import { blacklistSource } from '../../sources/blacklist-source.ts';

@@ -4,7 +4,7 @@ import type { TokenVerifier } from '../../auth/jwt/verifier.ts';
 import { extractBearer } from '../../auth/jwt/verifier.ts';
 import type { Decision, DecisionLog } from './decision.ts';
 import { decisionLabel } from './decision.ts';
-import type { RevocationList, RevocationStatus } from './revocation.ts';
+import type { RevocationList, RevocationStatus } from './revocation-check.ts';
 
 /** What to do when neither the replica nor Redis can tell whether a token was revoked. */
 export type UnknownRevocationPolicy = 'refuse' | 'allow';

@@ -17,8 +17,8 @@ import { DecisionLog } from './decision.ts';
 import { bindGrpc, createAuthzGrpcServer, shutdownGrpc } from './grpc-server.ts';
 import { AuthzHttpServer } from './http-server.ts';
 import { registerAuthzMetrics } from './metrics.ts';
-import type { RevocationList } from './revocation.ts';
-import { RedisRevocationList, ReplicaRevocationList, redisLookup } from './revocation.ts';
+import type { RevocationList } from './revocation-check.ts';
+import { RedisRevocationList, ReplicaRevocationList, redisLookup } from './revocation-check.ts';
 
 /**
  * `cachecast serve ext-authz`: Envoy's and nginx's external authorization
