@@ -24,6 +24,7 @@ import { normalizeAmqpConnectionOptions, openAmqpConnection } from './connection
 export interface RabbitMQBusOptions {
   /** One URL or several (comma-separated or an array): the nodes of a cluster. */
   url: string | readonly string[];
+  /** Names this instance's queues (`<topic>.<instanceId>`). @default a new random id */
   instanceId?: string;
   /**
    * How long publish() waits for a connection and the broker's confirm.
