@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import { Connection } from 'rabbitmq-client';
 import type { Consumer } from 'rabbitmq-client';
-import { RabbitMQBus } from '../src/bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../src/amqp/rabbitmq-bus.ts';
 import { BLACKLIST_TOPIC, blacklistDataset } from '../src/datasets/blacklist.ts';
 import { encodeEvent } from '../src/events/codec.ts';
 import { HeartbeatPublisher } from '../src/outbox/heartbeats.ts';

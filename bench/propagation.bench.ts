@@ -18,7 +18,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Connection } from 'rabbitmq-client';
 import type { Consumer } from 'rabbitmq-client';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
-import { RabbitMQBus } from '../src/bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../src/amqp/rabbitmq-bus.ts';
 import { blacklistDataset, toBlacklistValue } from '../src/datasets/blacklist.ts';
 import { encodeEvent } from '../src/events/codec.ts';
 import type { Dataset } from '../src/replica/dataset.ts';

@@ -16,9 +16,9 @@ export type {
 } from './bus/bus.ts';
 export { MemoryBroker, MemoryBus } from './bus/memory-bus.ts';
 export type { MemoryBusOptions } from './bus/memory-bus.ts';
-export { RabbitMQBus } from './bus/rabbitmq-bus.ts';
-export type { RabbitMQBusOptions } from './bus/rabbitmq-bus.ts';
-export { parseAmqpUrls } from './bus/amqp-url.ts';
+export { RabbitMQBus } from './amqp/rabbitmq-bus.ts';
+export type { RabbitMQBusOptions } from './amqp/rabbitmq-bus.ts';
+export { parseAmqpUrls } from './amqp/url.ts';
 
 export { encodeEvent, parseEventMessage, SIGNATURE_HEADER } from './events/codec.ts';
 export type { Change, DecodedEvent, EventEnvelope } from './events/event.ts';

@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { RabbitMQBus } from '../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../amqp/rabbitmq-bus.ts';
 import { describeError } from '../errors.ts';
 import { OutboxRelay } from '../outbox/relay.ts';
 

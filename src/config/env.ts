@@ -1,6 +1,6 @@
 import { CachecastError } from '../errors.ts';
 import type { LogLevel } from '../logger.ts';
-import { parseAmqpUrls } from '../bus/amqp-url.ts';
+import { parseAmqpUrls } from '../amqp/url.ts';
 import { redactUrl } from '../util/redact.ts';
 
 /** The shared part of the environment (CONTRACT.md); services add their own variables. */

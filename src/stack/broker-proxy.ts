@@ -1,4 +1,4 @@
-import { parseAmqpUrls } from '../bus/amqp-url.ts';
+import { parseAmqpUrls } from '../amqp/url.ts';
 import { TcpProxy } from '../util/tcp-proxy.ts';
 
 export interface BrokerLinkView {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { BusMessage, Subscription } from '../bus/bus.ts';
-import { RabbitMQBus } from '../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../amqp/rabbitmq-bus.ts';
 import { BLACKLIST_TOPIC } from '../datasets/blacklist.ts';
 import { CATALOG_TOPIC } from '../datasets/catalog.ts';
 import { describeError } from '../errors.ts';

@@ -5,16 +5,16 @@
 // a task protocol v2 message (encodeCeleryTask: Celery 5's headers and body),
 // then wait on Redis for `celery-task-meta-<id>` the way Celery's Redis result
 // consumer does: SUBSCRIBE to the key's channel, then GET in case it is there.
-import { Connection } from 'rabbitmq-client';
-import type { Publisher } from 'rabbitmq-client';
 import { createClient } from 'redis';
-import { parseAmqpUrls } from '../bus/amqp-url.ts';
+import type { Connection } from '../amqp/connection.ts';
+import { openAmqpConnection } from '../amqp/connection.ts';
+import { WorkQueuePublisher } from '../amqp/work-queue.ts';
+import type { Classification } from '../celery/protocol.ts';
+import { encodeCeleryTask } from '../celery/protocol.ts';
+import { MATCH_QUEUE, celeryQueueDeclaration } from '../celery/queue.ts';
+import type { CeleryResultMeta } from '../celery/result-backend.ts';
+import { taskMetaKey } from '../celery/result-backend.ts';
 import { CachecastError, describeError } from '../errors.ts';
-import type { Classification } from '../services/match-worker/celery-protocol.ts';
-import { encodeCeleryTask } from '../services/match-worker/celery-protocol.ts';
-import type { CeleryResultMeta } from '../services/match-worker/result-backend.ts';
-import { taskMetaKey } from '../services/match-worker/result-backend.ts';
-import { MATCH_QUEUE } from '../services/match-worker/worker.ts';
 import { deferred } from '../util/deferred.ts';
 
 export interface CeleryClientOptions {
@@ -43,7 +43,7 @@ type Redis = ReturnType<typeof createClient>;
 
 export class CeleryClient {
   readonly #connection: Connection;
-  readonly #publisher: Publisher;
+  readonly #publisher: WorkQueuePublisher;
   readonly #redis: Redis;
   readonly #subscriber: Redis;
   /** Each client's connection attempt in progress. */
@@ -52,22 +52,16 @@ export class CeleryClient {
   #closing: Promise<void> | undefined;
 
   constructor(options: CeleryClientOptions) {
-    const endpoints = parseAmqpUrls(options.rabbitmqUrl);
-    this.#connection = new Connection({
-      url: endpoints.url,
-      hosts: endpoints.hosts,
-      connectionName: 'cachecast stack celery client',
-      acquireTimeout: options.publishTimeoutMs ?? 5000,
-      connectionTimeout: 5000,
+    const publishTimeoutMs = options.publishTimeoutMs ?? 5000;
+    this.#connection = openAmqpConnection({
+      url: options.rabbitmqUrl,
+      name: 'cachecast stack celery client',
+      acquireTimeoutMs: publishTimeoutMs,
     });
-    this.#connection.on('error', () => undefined);
-    this.#publisher = this.#connection.createPublisher({
-      confirm: true,
-      maxAttempts: 1,
+    this.#publisher = new WorkQueuePublisher(this.#connection, {
       // What kombu declares before it publishes a task to a queue named in send_task.
-      exchanges: [{ exchange: MATCH_QUEUE, type: 'direct', durable: true, autoDelete: false }],
-      queues: [{ queue: MATCH_QUEUE, durable: true, exclusive: false, autoDelete: false }],
-      queueBindings: [{ exchange: MATCH_QUEUE, queue: MATCH_QUEUE, routingKey: MATCH_QUEUE }],
+      declare: celeryQueueDeclaration(MATCH_QUEUE),
+      publishTimeoutMs,
     });
     // No reconnect loop of node-redis's own (its default retries forever, and connect() waits for
     // it): a failed attempt fails, and the next call makes a new one.
@@ -164,10 +158,7 @@ export class CeleryClient {
       await within(this.#subscriber.subscribe(key, (message) => accept(message)));
       stage = 'publishing';
       await within(
-        this.#publisher.send(
-          { ...task.properties, exchange: MATCH_QUEUE, routingKey: MATCH_QUEUE },
-          task.body,
-        ),
+        this.#publisher.send({ exchange: MATCH_QUEUE, routingKey: MATCH_QUEUE }, task.body, task.properties),
       );
       const publishedMs = performance.now() - started;
       stage = 'waiting for the result';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Bus } from '../../src/bus/bus.ts';
-import { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
 import type { TcpProxy } from '../support/tcp-proxy.ts';
 import { deleteExchanges, rabbitProxy, urlThrough } from '../support/rabbit.ts';
 import { waitFor } from '../support/wait.ts';

@@ -15,7 +15,7 @@ import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
-import { encodeCeleryTask, parseCeleryTask } from '../../src/services/match-worker/celery-protocol.ts';
+import { encodeCeleryTask, parseCeleryTask } from '../../src/celery/protocol.ts';
 import type { MatchWorkerService } from '../../src/services/match-worker/main.ts';
 import { startMatchWorkerService } from '../../src/services/match-worker/main.ts';
 import {
@@ -24,7 +24,7 @@ import {
   revokedMeta,
   successMeta,
   taskMetaKey,
-} from '../../src/services/match-worker/result-backend.ts';
+} from '../../src/celery/result-backend.ts';
 import { MATCH_DLQ, MATCH_QUEUE, MatchWorker } from '../../src/services/match-worker/worker.ts';
 import { deferred } from '../../src/util/deferred.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';

@@ -5,7 +5,7 @@ import { withTransaction } from '../../src/db/transaction.ts';
 import { appendToOutbox } from '../../src/outbox/outbox.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
-import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
+import type { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';
 import { catalogFixture } from '../support/catalog-fixture.ts';
 import { rabbitProxy, testBus } from '../support/rabbit.ts';

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Connection } from 'rabbitmq-client';
-import { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
 import { blacklistDataset } from '../../src/datasets/blacklist.ts';
 import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { startAuth } from '../../src/services/auth/main.ts';

@@ -14,7 +14,7 @@ import { blacklistKeys } from '../../src/datasets/blacklist.ts';
 import { blacklistSource } from '../../src/sources/blacklist-source.ts';
 import { revokeInRedis } from '../support/blacklist-writes.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
-import type { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
+import type { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
 import { RABBITMQ_URL, redisClient, uniqueName } from '../support/env.ts';
 import { deleteExchanges, testBus } from '../support/rabbit.ts';
 import { character } from '../support/replica-fixtures.ts';

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Connection } from 'rabbitmq-client';
 import type { Publisher } from 'rabbitmq-client';
 import { GRANTS_QUEUE } from '../../src/catalog/grant.ts';
-import { encodeCeleryTask } from '../../src/services/match-worker/celery-protocol.ts';
+import { encodeCeleryTask } from '../../src/celery/protocol.ts';
 import { MATCH_QUEUE } from '../../src/services/match-worker/worker.ts';
 import { serviceEnv } from '../support/authz-fleet.ts';
 import type { TestDatabase } from '../support/env.ts';

@@ -1,7 +1,7 @@
 import { after, before } from 'node:test';
 import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { OutboxRelay } from '../../src/outbox/relay.ts';
-import type { RabbitMQBusOptions } from '../../src/bus/rabbitmq-bus.ts';
+import type { RabbitMQBusOptions } from '../../src/amqp/rabbitmq-bus.ts';
 import type { TestDatabase } from './env.ts';
 import { testDatabase, uniqueName } from './env.ts';
 import { deleteExchanges, testBus } from './rabbit.ts';

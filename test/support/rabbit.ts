@@ -1,6 +1,6 @@
 import { Connection } from 'rabbitmq-client';
-import { RabbitMQBus } from '../../src/bus/rabbitmq-bus.ts';
-import type { RabbitMQBusOptions } from '../../src/bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
+import type { RabbitMQBusOptions } from '../../src/amqp/rabbitmq-bus.ts';
 import { RABBITMQ_URL } from './env.ts';
 import { TcpProxy } from './tcp-proxy.ts';
 import { waitFor } from './wait.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parseAmqpUrls } from '../../src/bus/amqp-url.ts';
+import { parseAmqpUrls } from '../../src/amqp/url.ts';
 import { intVar, loadCommonConfig } from '../../src/config/env.ts';
 import { CachecastError, describeError, isCachecastError, OptionRangeError } from '../../src/errors.ts';
 import { normalizeReplicaOptions } from '../../src/replica/options.ts';

@@ -1,6 +1,6 @@
 import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
 import { createIssuer } from '../../auth/jwt/issuer.ts';
-import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../amqp/rabbitmq-bus.ts';
 import { choiceVar, intVar, loadCommonConfig } from '../../config/env.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';

@@ -1,5 +1,5 @@
-import type { Connection, Consumer, Publisher } from 'rabbitmq-client';
 import type pg from 'pg';
+import type { Connection } from '../../amqp/connection.ts';
 import { z } from 'zod';
 import { grantId } from '../../catalog/grant-id.ts';
 import type { GrantMessage } from '../../catalog/grant.ts';
@@ -7,8 +7,9 @@ import { GRANTS_QUEUE, grantTimeAsUtc, grantUserIdProblem } from '../../catalog/
 import { describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import type { RawMessage } from '../raw-consumer.ts';
-import { createRawBodyConsumer } from '../raw-consumer.ts';
+import type { Consumer, RawMessage } from '../../amqp/raw-consumer.ts';
+import { createRawBodyConsumer } from '../../amqp/raw-consumer.ts';
+import { WorkQueuePublisher } from '../../amqp/work-queue.ts';
 
 export const GRANTS_DLQ = `${GRANTS_QUEUE}.dlq`;
 
@@ -79,7 +80,7 @@ export class GrantsWriter {
   readonly #o: Required<Omit<GrantsWriterOptions, 'onCommitted' | 'logger'>> &
     Pick<GrantsWriterOptions, 'onCommitted'> & { logger: Logger };
   #consumer: Consumer | undefined;
-  #dlq: Publisher | undefined;
+  #dlq: WorkQueuePublisher | undefined;
   #batch: Pending[] = [];
   #timer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
@@ -109,9 +110,10 @@ export class GrantsWriter {
   /** Declares the queues and starts consuming; resolves once the consumer is ready. */
   start(): Promise<void> {
     const { connection, batchSize } = this.#o;
-    this.#dlq = connection.createPublisher({
-      confirm: true,
-      queues: [{ queue: GRANTS_DLQ, durable: true }],
+    // No timeout of its own: a dead letter waits as long as the connection lets it.
+    this.#dlq = new WorkQueuePublisher(connection, {
+      declare: { queues: [{ queue: GRANTS_DLQ, durable: true }] },
+      publishTimeoutMs: 0,
     });
     return new Promise((resolve) => {
       // Raw bodies: the size is checked before anything parses them.
@@ -213,10 +215,7 @@ export class GrantsWriter {
   }
 
   async #deadLetter(body: Buffer, reason: string): Promise<void> {
-    await this.#dlq!.send(
-      { routingKey: GRANTS_DLQ, durable: true, headers: { 'x-dlq-reason': reason } },
-      body,
-    );
+    await this.#dlq!.send({ routingKey: GRANTS_DLQ }, body, { headers: { 'x-dlq-reason': reason } });
     this.stats.dead_lettered++;
   }
 

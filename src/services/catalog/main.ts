@@ -1,9 +1,8 @@
 import { hostname } from 'node:os';
 import pg from 'pg';
-import { Connection } from 'rabbitmq-client';
-import { parseAmqpUrls } from '../../bus/amqp-url.ts';
+import { openAmqpConnection } from '../../amqp/connection.ts';
 import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
-import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../amqp/rabbitmq-bus.ts';
 import { CacheAside } from '../../cache-aside/cache-aside.ts';
 import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
 import { loadCacheAsideConfig } from '../../cache-aside/options.ts';
@@ -55,12 +54,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     await migrate(pool);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
     closers.unshift(['bus', () => bus.close()]);
-    const endpoints = parseAmqpUrls(config.rabbitmqUrl);
-    const amqp = new Connection({
-      url: endpoints.url,
-      hosts: endpoints.hosts,
-      connectionName: 'cachecast catalog grants',
-    });
+    const amqp = openAmqpConnection({ url: config.rabbitmqUrl, name: 'cachecast catalog grants' });
     amqp.on('error', (err: unknown) => logger.warn({ err: String(err) }, 'grants connection error'));
     closers.unshift(['grants connection', () => amqp.close()]);
 

@@ -1,5 +1,5 @@
 import { jwtFromEnv } from '../../auth/jwt/from-env.ts';
-import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../amqp/rabbitmq-bus.ts';
 import { loadCommonConfig } from '../../config/env.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';

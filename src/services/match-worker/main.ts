@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { RabbitMQBus } from '../../bus/rabbitmq-bus.ts';
+import { RabbitMQBus } from '../../amqp/rabbitmq-bus.ts';
 import { intVar, loadCommonConfig } from '../../config/env.ts';
 import type { Character } from '../../datasets/catalog.ts';
 import { connectRedis } from '../../redis/client.ts';

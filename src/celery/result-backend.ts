@@ -4,7 +4,7 @@
 // mark_as_revoked), celery/backends/redis.py (_set) and celery/worker/request.py
 // (an expired task is marked REVOKED with TaskRevokedError('expired')), and
 // against what a real Celery 5.2.6 worker writes.
-import type { RedisClient } from '../../redis/client.ts';
+import type { RedisClient } from '../redis/client.ts';
 
 export type CeleryState = 'SUCCESS' | 'FAILURE' | 'REVOKED';
 

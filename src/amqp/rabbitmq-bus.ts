@@ -1,10 +1,4 @@
-import { Connection } from 'rabbitmq-client';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
-import { CachecastError, describeError } from '../errors.ts';
-import type { Logger } from '../logger.ts';
-import { silentLogger } from '../logger.ts';
-import { redactUrl } from '../util/redact.ts';
-import { parseAmqpUrls } from './amqp-url.ts';
 import type {
   Bus,
   BusHandler,
@@ -13,14 +7,24 @@ import type {
   PublishOptions,
   SubscribeOptions,
   Subscription,
-} from './bus.ts';
-import { JSON_CONTENT_TYPE } from './bus.ts';
-import { newInstanceId } from './instance-id.ts';
-import { StateEmitter } from './state-emitter.ts';
+} from '../bus/bus.ts';
+import { JSON_CONTENT_TYPE } from '../bus/bus.ts';
+import { newInstanceId } from '../bus/instance-id.ts';
+import { StateEmitter } from '../bus/state-emitter.ts';
+import { CachecastError, describeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import { silentLogger } from '../logger.ts';
+import { countOption, msOption, stringOption } from '../options.ts';
+import { redactUrl } from '../util/redact.ts';
+import { bodyBytes } from './body.ts';
+import { withConfirmTimeout } from './confirm-timeout.ts';
+import type { Connection, ResolvedAmqpConnectionOptions } from './connection.ts';
+import { normalizeAmqpConnectionOptions, openAmqpConnection } from './connection.ts';
 
 export interface RabbitMQBusOptions {
   /** One URL or several (comma-separated or an array): the nodes of a cluster. */
   url: string | readonly string[];
+  /** Names this instance's queues (`<topic>.<instanceId>`). @default a new random id */
   instanceId?: string;
   /**
    * How long publish() waits for a connection and the broker's confirm.
@@ -48,10 +52,37 @@ export interface RabbitMQBusOptions {
   logger?: Logger;
 }
 
-interface ResolvedOptions {
+export interface ResolvedRabbitMQBusOptions {
+  instanceId: string;
+  /** The connection's options (heartbeat, backoff, timeouts), checked. */
+  connection: ResolvedAmqpConnectionOptions;
   publishTimeoutMs: number;
   queueExpiresMs: number;
   prefetch: number;
+  logger: Logger;
+}
+
+/** Merges the defaults and checks every option once (OptionTypeError / OptionRangeError). */
+export function normalizeRabbitMQBusOptions(options: RabbitMQBusOptions): ResolvedRabbitMQBusOptions {
+  const instanceId =
+    options.instanceId === undefined ? newInstanceId() : stringOption('instanceId', options.instanceId);
+  const publishTimeoutMs = msOption('publishTimeoutMs', options.publishTimeoutMs, 5000, 1);
+  return {
+    instanceId,
+    connection: normalizeAmqpConnectionOptions({
+      url: options.url,
+      name: `cachecast ${instanceId}`,
+      heartbeatSec: options.heartbeatSec,
+      retryLowMs: options.retryLowMs,
+      retryHighMs: options.retryHighMs,
+      // Longer than the publish timeout, so a publish fails with ours (BUS_PUBLISH_TIMEOUT).
+      acquireTimeoutMs: publishTimeoutMs + 1000,
+    }),
+    publishTimeoutMs,
+    queueExpiresMs: msOption('queueExpiresMs', options.queueExpiresMs, 600_000, 1),
+    prefetch: countOption('prefetch', options.prefetch, 256, 1, 65_535),
+    logger: options.logger ?? silentLogger,
+  };
 }
 
 /**
@@ -65,7 +96,7 @@ export class RabbitMQBus implements Bus {
   readonly instanceId: string;
   readonly #connection: Connection;
   readonly #publisher: Publisher;
-  readonly #options: ResolvedOptions;
+  readonly #options: ResolvedRabbitMQBusOptions;
   readonly #log: Logger;
   readonly #state = new StateEmitter();
   readonly #subscriptions = new Set<RabbitSubscription>();
@@ -75,26 +106,11 @@ export class RabbitMQBus implements Bus {
   #closing: Promise<void> | undefined;
 
   constructor(options: RabbitMQBusOptions) {
-    const endpoints = parseAmqpUrls(options.url);
-    this.instanceId = options.instanceId ?? newInstanceId();
-    this.#log = (options.logger ?? silentLogger).child({ component: 'bus', instance: this.instanceId });
-    this.#options = {
-      publishTimeoutMs: positive('publishTimeoutMs', options.publishTimeoutMs ?? 5000),
-      queueExpiresMs: positive('queueExpiresMs', options.queueExpiresMs ?? 600_000),
-      prefetch: positive('prefetch', options.prefetch ?? 256),
-    };
-    this.#connection = new Connection({
-      url: endpoints.url,
-      hosts: endpoints.hosts,
-      heartbeat: positive('heartbeatSec', options.heartbeatSec ?? 10),
-      retryLow: positive('retryLowMs', options.retryLowMs ?? 200),
-      retryHigh: positive('retryHighMs', options.retryHighMs ?? 5000),
-      connectionTimeout: 5000,
-      // Longer than the publish timeout, so a publish fails with ours (BUS_PUBLISH_TIMEOUT).
-      acquireTimeout: this.#options.publishTimeoutMs + 1000,
-      connectionName: `cachecast ${this.instanceId}`,
-      noDelay: true,
-    });
+    this.#options = normalizeRabbitMQBusOptions(options);
+    this.instanceId = this.#options.instanceId;
+    const endpoints = this.#options.connection.endpoints;
+    this.#log = this.#options.logger.child({ component: 'bus', instance: this.instanceId });
+    this.#connection = openAmqpConnection(this.#options.connection);
     this.#connection.on('connection', () => {
       // Exchanges may be gone after a broker reset: declare them again lazily.
       this.#declaredExchanges.clear();
@@ -129,7 +145,7 @@ export class RabbitMQBus implements Bus {
     const work = this.#publishConfirmed(topic, Buffer.from(body), options);
     this.#inFlight.add(work);
     try {
-      await withTimeout(work, this.#options.publishTimeoutMs, () => {
+      await withConfirmTimeout(work, this.#options.publishTimeoutMs, () => {
         return new CachecastError(
           'BUS_PUBLISH_TIMEOUT',
           `no confirm from the broker within ${this.#options.publishTimeoutMs} ms`,
@@ -264,34 +280,6 @@ class RabbitSubscription implements Subscription {
 }
 
 function toBusMessage(topic: string, msg: AsyncMessage): BusMessage {
-  const raw: unknown = msg.body;
-  // The client parses application/json bodies sent without an encoding; turn
-  // them back into bytes so every consumer validates the same thing.
-  const body = Buffer.isBuffer(raw)
-    ? raw
-    : typeof raw === 'string'
-      ? Buffer.from(raw)
-      : Buffer.from(JSON.stringify(raw ?? null));
-  return { topic, body, headers: msg.headers ?? {}, contentType: msg.contentType };
-}
-
-function withTimeout<T>(work: Promise<T>, ms: number, error: () => Error): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(error()), ms);
-    work.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (err: unknown) => {
-        clearTimeout(timer);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
-}
-
-function positive(name: string, value: number): number {
-  if (!Number.isFinite(value) || value <= 0) throw new RangeError(`${name} must be a positive number`);
-  return value;
+  // Bytes, whatever the client made of the body: every consumer validates the same thing.
+  return { topic, body: bodyBytes(msg.body), headers: msg.headers ?? {}, contentType: msg.contentType };
 }

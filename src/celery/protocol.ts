@@ -2,7 +2,7 @@
 // headers carry `task`, `id`, `expires`, ...; the body is JSON
 // `[args, kwargs, {"callbacks","errbacks","chain","chord"}]`.
 import { randomUUID } from 'node:crypto';
-import { grantUserIdProblem } from '../../catalog/grant.ts';
+import { grantUserIdProblem } from '../catalog/grant.ts';
 
 /** The one task this worker runs. */
 export const MATCH_TASK_NAME = 'character.match_reward';

@@ -1,6 +1,9 @@
 import { Connection } from 'rabbitmq-client';
 import type { AsyncMessage, Channel, Consumer, ConsumerProps, ConsumerStatus } from 'rabbitmq-client';
 
+export { ConsumerStatus } from 'rabbitmq-client';
+export type { AsyncMessage, Consumer } from 'rabbitmq-client';
+
 /** A delivery whose body is the bytes the broker sent. */
 export type RawMessage = Omit<AsyncMessage, 'body'> & { body: Buffer };
 
@@ -26,8 +29,7 @@ interface InternalChannel {
  * This reaches into one rabbitmq-client internal (Channel._onHeader, which
  * reads the content header before the body frames) on the consumer's own
  * channels only, and throws at once if it is not there (a changed client must
- * fail loudly, not parse quietly). It belongs with the broker adapter in
- * src/bus/.
+ * fail loudly, not parse quietly).
  */
 export function createRawBodyConsumer(
   connection: Connection,
