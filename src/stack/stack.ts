@@ -3,7 +3,7 @@ import { describeError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
 import { Lifecycle } from '../util/lifecycle.ts';
 import { redactUrl } from '../util/redact.ts';
-import { StackActions } from './actions.ts';
+import { StackActions } from './actions/stack-actions.ts';
 import { ActivityLog } from './activity.ts';
 import { BrokerProxies } from './broker-proxy.ts';
 import { BusMonitor } from './bus-monitor.ts';
