@@ -14,7 +14,7 @@ import type { StackConfig, StackOptions } from './config.ts';
 import { checkPortsFree, isLoopbackHost, listPorts, loadStackConfig } from './config.ts';
 import { DashboardServer } from './dashboard-server.ts';
 import { StatusMonitor } from './monitor.ts';
-import { PAGE_HTML } from './page.ts';
+import { loadPage } from './page.ts';
 import { Readiness } from './readiness.ts';
 import { setupDatabase } from './setup.ts';
 import type { StackSnapshot } from './snapshot.ts';
@@ -61,6 +61,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
   const env = options.env ?? process.env;
   const out = options.out ?? ((line: string) => process.stdout.write(`${line}\n`));
   const config = loadStackConfig(env, options);
+  const page = loadPage();
   await checkPortsFree(config);
   const startedAt = Date.now();
   const parts = new Lifecycle({
@@ -139,7 +140,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
       });
 
     dashboard = new DashboardServer({
-      page: PAGE_HTML,
+      page,
       snapshot,
       history: () => ({ bus: busMonitor.recent(), activity: activity.recent() }),
       actions,
