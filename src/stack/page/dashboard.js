@@ -1,3 +1,6 @@
+// The dashboard's script module: vanilla JS, no framework, nothing fetched from
+// elsewhere. State arrives over server-sent events (/events); actions are JSON
+// POSTs under /api. src/stack/page.ts inlines it into index.html when the stack starts.
 var state = null;
 var busEvents = [];
 var activity = [];
