@@ -9,6 +9,7 @@ import { ensureVhost } from './rabbit-vhost.mjs';
 export const TEST_FILES = [
   'test/unit/errors-and-config.test.ts',
   'test/unit/amqp.test.ts',
+  'test/unit/lifecycle.test.ts',
   'test/unit/codec.test.ts',
   'test/unit/datasets.test.ts',
   'test/unit/replica.test.ts',

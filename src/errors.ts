@@ -37,7 +37,10 @@ export type ErrorCode =
   | 'CACHE_CORRUPT_VALUE'
   // sources and outbox
   | 'SOURCE_FAILED'
-  | 'OUTBOX_FAILED';
+  | 'OUTBOX_FAILED'
+  // lifecycle (src/util/lifecycle.ts)
+  /** A part did not close within its bound; the parts after it were closed regardless. */
+  | 'CLOSE_TIMEOUT';
 
 export class CachecastError extends Error {
   readonly code: ErrorCode;

@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { ProcessSnapshot } from '../../src/stack/stack.ts';
+import type { ProcessSnapshot } from '../../src/stack/snapshot.ts';
 import type { StackProcess } from '../support/stack-process.ts';
 import { alive, startStackProcess } from '../support/stack-process.ts';
 import { waitFor } from '../support/wait.ts';

@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import pg from 'pg';
 import { listPorts, loadStackConfig, portFree } from '../../src/stack/config.ts';
-import type { StackSnapshot } from '../../src/stack/stack.ts';
+import type { StackSnapshot } from '../../src/stack/snapshot.ts';
 import { DATABASE_URL, uniqueName } from './env.ts';
 import { waitFor } from './wait.ts';
 

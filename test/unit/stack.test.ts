@@ -10,7 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { summarize } from '../../src/stack/bus-monitor.ts';
 import { CeleryClient } from '../../src/stack/celery-client.ts';
-import type { StackActions } from '../../src/stack/actions.ts';
+import type { StackActions } from '../../src/stack/actions/stack-actions.ts';
 import { isLoopbackHost, listPorts, loadStackConfig, portVariable } from '../../src/stack/config.ts';
 import { DashboardServer } from '../../src/stack/dashboard-server.ts';
 import { StatusMonitor } from '../../src/stack/monitor.ts';

@@ -8,8 +8,7 @@ import { createMetricsRegistry } from '../../observe/metrics.ts';
 import { connectRedis } from '../../redis/client.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
-import type { Closers } from '../shutdown.ts';
-import { openService } from '../shutdown.ts';
+import { openService } from '../open-service.ts';
 import { buildAuthApp } from './app.ts';
 import { Revocations } from './revocation-writer.ts';
 import { BLACKLIST_TOPIC, blacklistDataset } from '../../datasets/blacklist.ts';
@@ -33,13 +32,12 @@ export const startAuth: ServiceStarter = async (env) => {
       'AUTH_LOGIN is enabled: anyone can get a token for any user_id; set AUTH_LOGIN=disabled when tokens come from your identity provider',
     );
   }
-  const closers: Closers = [];
-  return openService(closers, logger, async () => {
+  return openService(logger, async (parts) => {
     const redis = connectRedis(config.redisUrl, logger, 'cachecast-auth');
-    closers.unshift(['redis', () => redis.close()]);
+    parts.add('redis', () => redis.close());
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
-    closers.unshift(['bus', () => bus.close()]);
-    closers.unshift(['verifier', () => verifier.close()]);
+    parts.add('bus', () => bus.close());
+    parts.add('verifier', () => verifier.close());
     const revocations = new Revocations({
       redis: redis.client,
       bus,
@@ -48,7 +46,7 @@ export const startAuth: ServiceStarter = async (env) => {
       // ext-authz accepts a token until exp + JWT_CLOCK_SKEW_S: the revocation must outlast that.
       holdAfterExpiryS: jwt.clockSkewS + 1,
     });
-    closers.unshift(['revocations', () => revocations.close()]);
+    parts.add('revocations', () => revocations.close());
     // The blacklist's state on the fanout several times a second: replicas prove they are current,
     // and a revocation another instance could not publish is published from here.
     const source = blacklistSource(redis.client);
@@ -62,7 +60,7 @@ export const startAuth: ServiceStarter = async (env) => {
       logger,
       eventSecret: config.eventSecret,
     });
-    closers.unshift(['heartbeats', () => heartbeats.close()]);
+    parts.add('heartbeats', () => heartbeats.close());
     const issuer =
       login === 'enabled'
         ? createIssuer({
@@ -73,7 +71,7 @@ export const startAuth: ServiceStarter = async (env) => {
           })
         : undefined;
     const app = buildAuthApp({ issuer, verifier, revocations, logger });
-    closers.unshift(['http server', () => app.close()]);
+    parts.add('http server', () => app.close());
 
     let listening = false;
     const admin = new AdminServer({
@@ -89,7 +87,7 @@ export const startAuth: ServiceStarter = async (env) => {
         }),
       },
     });
-    closers.push(['admin server', () => admin.close()]);
+    parts.addOuter('admin server', () => admin.close());
     const boundAdmin = await admin.listen(adminPort, host);
     await verifier.start();
     await redis.connected;

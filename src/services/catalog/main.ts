@@ -21,8 +21,7 @@ import { catalogSource } from '../../sources/catalog-source.ts';
 import { catalogReplica } from '../catalog-replica.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
-import type { Closers } from '../shutdown.ts';
-import { openService } from '../shutdown.ts';
+import { openService } from '../open-service.ts';
 import { buildCatalogApp } from './app.ts';
 import { GrantsWriter } from './grants-writer.ts';
 import { UserCollections } from './user-collections.ts';
@@ -46,22 +45,20 @@ export const startCatalog: ServiceStarter = async (env) => {
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
-  const closers: Closers = [
-    ['verifier', () => verifier.close()],
-    ['database pool', () => pool.end()],
-  ];
-  return openService(closers, logger, async () => {
+  return openService(logger, async (parts) => {
+    parts.add('database pool', () => pool.end());
+    parts.add('verifier', () => verifier.close());
     await migrate(pool);
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
-    closers.unshift(['bus', () => bus.close()]);
+    parts.add('bus', () => bus.close());
     const amqp = openAmqpConnection({ url: config.rabbitmqUrl, name: 'cachecast catalog grants' });
     amqp.on('error', (err: unknown) => logger.warn({ err: String(err) }, 'grants connection error'));
-    closers.unshift(['grants connection', () => amqp.close()]);
+    parts.add('grants connection', () => amqp.close());
 
     const replica = catalogReplica(pool, bus, config, logger);
-    closers.unshift(['replica', () => replica.close()]);
+    parts.add('replica', () => replica.close());
     const relay = new OutboxRelay({ pool, bus, logger, eventSecret: config.eventSecret });
-    closers.unshift(['outbox relay', () => relay.close()]);
+    parts.add('outbox relay', () => relay.close());
     // The catalog's state on the fanout several times a second: replicas prove they are current.
     const source = catalogSource(pool);
     const heartbeats = new HeartbeatPublisher({
@@ -74,7 +71,7 @@ export const startCatalog: ServiceStarter = async (env) => {
       logger,
       eventSecret: config.eventSecret,
     });
-    closers.unshift(['heartbeats', () => heartbeats.close()]);
+    parts.add('heartbeats', () => heartbeats.close());
     // Users' collections through the cache-aside service (seed 003). Closed after
     // the HTTP server and the grants writer (whose commits invalidate), so
     // it drains their last write-backs and invalidations.
@@ -90,7 +87,7 @@ export const startCatalog: ServiceStarter = async (env) => {
       },
       logger,
     });
-    closers.unshift(['cache', () => cache.close()]);
+    parts.add('cache', () => cache.close());
     const collections = new UserCollections(cache, pool, replica);
     const grants = new GrantsWriter({
       connection: amqp,
@@ -98,10 +95,10 @@ export const startCatalog: ServiceStarter = async (env) => {
       logger,
       onCommitted: (userIds) => collections.invalidate(userIds),
     });
-    closers.unshift(['grants writer', () => grants.close()]);
+    parts.add('grants writer', () => grants.close());
     const repository = new CatalogRepository(pool);
     const app = buildCatalogApp({ replica, repository, adminToken, logger, collections, verifier });
-    closers.unshift(['http server', () => app.close()]);
+    parts.add('http server', () => app.close());
 
     const replicas = () => [replica as ReplicatedCache<unknown>];
     let listening = false;
@@ -119,7 +116,7 @@ export const startCatalog: ServiceStarter = async (env) => {
         '/grants': () => grants.stats,
       },
     });
-    closers.push(['admin server', () => admin.close()]);
+    parts.addOuter('admin server', () => admin.close());
     // Health first, so probes answer (not ready) while the replica loads.
     const boundAdmin = await admin.listen(adminPort, host);
     await verifier.start();

@@ -9,8 +9,7 @@ import { connectRedis } from '../../redis/client.ts';
 import { blacklistReplica } from '../blacklist-replica.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { ServiceStarter } from '../service.ts';
-import type { Closers } from '../shutdown.ts';
-import { openService } from '../shutdown.ts';
+import { openService } from '../open-service.ts';
 import { Authorizer } from './authorizer.ts';
 import { loadExtAuthzConfig } from './config.ts';
 import { DecisionLog } from './decision.ts';
@@ -31,20 +30,19 @@ export const startExtAuthz: ServiceStarter = async (env) => {
   const { verifier } = jwtFromEnv(env, logger);
   // In redis mode it holds no replica and hears no event.
   if (own.blacklist === 'replica') warnIfEventsUnsigned(config, logger);
-  const closers: Closers = [];
-  return openService(closers, logger, async () => {
+  return openService(logger, async (parts) => {
     const redis = connectRedis(config.redisUrl, logger, 'cachecast-ext-authz');
-    closers.unshift(['redis', () => redis.close()]);
-    closers.unshift(['verifier', () => verifier.close()]);
+    parts.add('redis', () => redis.close());
+    parts.add('verifier', () => verifier.close());
     const lookup = redisLookup(redis.client, own.redisTimeoutMs);
 
     let replica: ReplicatedCache<number> | undefined;
     let revocations: RevocationList;
     if (own.blacklist === 'replica') {
       const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
-      closers.unshift(['bus', () => bus.close()]);
+      parts.add('bus', () => bus.close());
       replica = blacklistReplica(redis.client, bus, config, logger);
-      closers.unshift(['replica', () => replica!.close()]);
+      parts.add('replica', () => replica!.close());
       revocations = new ReplicaRevocationList(replica, lookup);
     } else {
       revocations = new RedisRevocationList(lookup);
@@ -61,9 +59,9 @@ export const startExtAuthz: ServiceStarter = async (env) => {
       latency: registerAuthzMetrics(registry, log),
     });
     const http = new AuthzHttpServer(authorizer);
-    closers.unshift(['http server', () => http.close()]);
+    parts.add('http server', () => http.close());
     const grpc = createAuthzGrpcServer(authorizer);
-    closers.unshift(['grpc server', () => shutdownGrpc(grpc)]);
+    parts.add('grpc server', () => shutdownGrpc(grpc));
 
     let listening = false;
     const admin = new AdminServer({
@@ -82,7 +80,7 @@ export const startExtAuthz: ServiceStarter = async (env) => {
         }),
       },
     });
-    closers.push(['admin server', () => admin.close()]);
+    parts.addOuter('admin server', () => admin.close());
     const adminPort = await admin.listen(own.adminPort, own.host);
     await verifier.start();
     if (replica) await replica.start();

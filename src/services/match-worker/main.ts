@@ -13,8 +13,7 @@ import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import { catalogReplica } from '../catalog-replica.ts';
 import { warnIfEventsUnsigned } from '../event-signing.ts';
 import type { RunningService, ServiceStarter } from '../service.ts';
-import type { Closers } from '../shutdown.ts';
-import { openService } from '../shutdown.ts';
+import { openService } from '../open-service.ts';
 import { MatchWorker } from './worker.ts';
 
 /** The environment the match worker reads (CONTRACT.md), validated. */
@@ -66,21 +65,21 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
 
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 4 });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database connection failed'));
-  // Closed last first: stop consuming and finish tasks, then the replica, bus, Redis, pool, admin.
-  const closers: Closers = [['database pool', () => pool.end()]];
+  // Closed in reverse: stop consuming and finish tasks, then the replica, bus, Redis, pool, admin.
   let closing = false;
-  return openService(closers, logger, async () => {
+  return openService(logger, async (parts) => {
+    parts.add('database pool', () => pool.end());
     await migrate(pool);
     // No offline queue: while Redis is away a result write fails at once and
     // the task is requeued, instead of piling up in memory.
     const managedRedis = connectRedis(config.redisUrl, logger, 'cachecast-match-worker');
     const redis = managedRedis.client;
     const redisConnected = managedRedis.connected;
-    closers.unshift(['redis', () => managedRedis.close()]);
+    parts.add('redis', () => managedRedis.close());
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
-    closers.unshift(['bus', () => bus.close()]);
+    parts.add('bus', () => bus.close());
     const replica = catalogReplica(pool, bus, config, logger);
-    closers.unshift(['replica', () => replica.close()]);
+    parts.add('replica', () => replica.close());
 
     const replicas = () => [replica as ReplicatedCache<unknown>];
     const registry = createMetricsRegistry(replicas);
@@ -94,7 +93,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       prefetch: own.prefetch,
       resultExpiresSec: own.resultExpiresSec,
     });
-    closers.unshift(['worker', () => worker.close()]);
+    parts.add('worker', () => worker.close());
     const admin = new AdminServer({
       replicas,
       registry,
@@ -102,7 +101,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       token: config.adminPortToken,
       privateRoutes: { '/worker': () => worker.stats },
     });
-    closers.push(['admin server', () => admin.close()]);
+    parts.addOuter('admin server', () => admin.close());
     const boundAdmin = await admin.listen(own.adminPort, own.host);
 
     // In the background: the replica loads (retrying while PostgreSQL or the
