@@ -71,9 +71,10 @@ const userIdParam = z.object({
 });
 
 /**
- * The catalog service's HTTP API (CONTRACT.md). Reads come from the local
- * replica (no database on the read path); admin writes go through the
- * repository (row + outbox event in one transaction).
+ * The catalog service's HTTP API (CONTRACT.md). Catalog reads come from the
+ * local replica, with no database call; a user's collection (when enabled)
+ * is read through the cache-aside tier: Redis, else PostgreSQL. Admin writes
+ * go through the repository (row + outbox event in one transaction).
  */
 export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
   const { replica, repository } = options;
