@@ -1,5 +1,7 @@
-// The public surface of the cachecast library. Services and the CLI live
-// beside it (src/services, src/cli) and are not exported.
+// `cachecast`: the reusable library core (bus, replica, sources, outbox,
+// cache-aside, observability). The Eco2 application's pieces (its datasets,
+// their sources and key names, its cache keys) are `cachecast/eco2`
+// (src/eco2.ts). Services and the CLI are not exported.
 export { CachecastError, isCachecastError } from './errors.ts';
 export type { ErrorCode } from './errors.ts';
 export { systemClock } from './clock.ts';
@@ -28,24 +30,12 @@ export type { ReplicaState, ReplicaStats } from './replica/replicated-cache.ts';
 export type { ReplicatedCacheOptions } from './replica/options.ts';
 export type { Dataset, DegradedReadPolicy } from './replica/dataset.ts';
 
-export { catalogDataset, characterSchema, CATALOG_TOPIC } from './datasets/catalog.ts';
-export type { Character } from './datasets/catalog.ts';
-export {
-  blacklistDataset,
-  BLACKLIST_TOPIC,
-  BLACKLIST_KEY_PREFIX,
-  blacklistExpireAtMs,
-  toBlacklistValue,
-} from './datasets/blacklist.ts';
-
 export type { SnapshotSource } from './replica/source.ts';
 export { MemorySource } from './sources/memory-source.ts';
 export { PostgresSource } from './sources/postgres-source.ts';
 export type { PostgresSourceOptions } from './sources/postgres-source.ts';
 export { RedisKeySource } from './sources/redis-source.ts';
 export type { RedisKeySourceOptions } from './sources/redis-source.ts';
-export { catalogSource } from './sources/catalog-source.ts';
-export { blacklistSource, BLACKLIST_VERSION_KEY } from './sources/blacklist-source.ts';
 
 export { appendToOutbox } from './outbox/outbox.ts';
 export { OutboxRelay } from './outbox/relay.ts';
@@ -68,7 +58,6 @@ export type { CacheAsideOptions, CacheAsideConfig } from './cache-aside/options.
 export { loadCacheAsideConfig } from './cache-aside/options.ts';
 export { defineCacheKeys, buildCacheKey } from './cache-aside/cache-key.ts';
 export type { CacheKeyDef, CacheKeySpec, KeyParams } from './cache-aside/cache-key.ts';
-export { CacheKey } from './cache-aside/cache-keys.ts';
 export { CircuitBreaker, COUNTED_ERROR_KINDS, DEFAULT_BREAKER_SETTINGS } from './cache-aside/breaker.ts';
 export type {
   BreakerPermit,
