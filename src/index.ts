@@ -53,7 +53,7 @@ export type { CommonConfig } from './config/env.ts';
 
 // Cache-aside (seed 003): Redis in front of a fallback, a circuit breaker, Slack alerts.
 export { CacheAside } from './cache-aside/cache-aside.ts';
-export type { CacheAsideStats } from './cache-aside/cache-aside.ts';
+export type { CacheAsideStats } from './cache-aside/stats.ts';
 export type { CacheAsideOptions, CacheAsideConfig } from './cache-aside/options.ts';
 export { loadCacheAsideConfig } from './cache-aside/options.ts';
 export { defineCacheKeys, buildCacheKey } from './cache-aside/cache-key.ts';
