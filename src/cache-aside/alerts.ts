@@ -4,6 +4,7 @@ import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { integerRangeOption } from '../options.ts';
 import { BackgroundTasks } from './background.ts';
 import type { BreakerTransition } from './breaker.ts';
 import { classifyRedisError, errorTypeName } from './redis-errors.ts';
@@ -126,16 +127,10 @@ export class CacheAlerts {
         ? slackWebhookSink(options.webhookUrl, options.webhookTimeoutMs ?? 5000)
         : logAlertSink(this.#logger));
     this.#clock = options.clock ?? systemClock;
-    this.#cooldownMs = options.cooldownMs ?? 600_000;
-    this.#maxKeys = options.maxKeys ?? 6;
+    this.#cooldownMs = integerRangeOption('cooldownMs', options.cooldownMs, 600_000, 0);
+    this.#maxKeys = integerRangeOption('maxKeys', options.maxKeys, 6, 1);
     this.#source = options.source;
     this.#tasks = new BackgroundTasks(options.maxPending ?? 20);
-    if (!Number.isSafeInteger(this.#cooldownMs) || this.#cooldownMs < 0) {
-      throw new RangeError('cooldownMs must be an integer >= 0');
-    }
-    if (!Number.isSafeInteger(this.#maxKeys) || this.#maxKeys < 1) {
-      throw new RangeError('maxKeys must be an integer >= 1');
-    }
   }
 
   get cooldownMs(): number {
@@ -143,8 +138,7 @@ export class CacheAlerts {
   }
 
   set cooldownMs(ms: number) {
-    if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError('cooldownMs must be an integer >= 0');
-    this.#cooldownMs = ms;
+    this.#cooldownMs = integerRangeOption('cooldownMs', ms, undefined, 0);
   }
 
   stats(): AlertStats {

@@ -1,3 +1,4 @@
+import { integerRangeOption } from '../options.ts';
 import type { CharacterInput } from './character-input.ts';
 import { firstInvalidUtf8, lineOfByte, tokenize } from './csv-tokenizer.ts';
 
@@ -95,9 +96,7 @@ const show = (value: string): string =>
  */
 export function parseCatalogCsv(input: Buffer, options: ParseCatalogCsvOptions = {}): CsvResult {
   const { onProgress } = options;
-  const maxErrors = options.maxErrors ?? MAX_CSV_ERRORS;
-  if (!Number.isInteger(maxErrors) || maxErrors < 1)
-    throw new RangeError('maxErrors must be an integer >= 1');
+  const maxErrors = integerRangeOption('maxErrors', options.maxErrors, MAX_CSV_ERRORS, 1);
   const bomLength = input[0] === 0xef && input[1] === 0xbb && input[2] === 0xbf ? 3 : 0;
 
   let text: string;
