@@ -19,7 +19,7 @@
 // rounds so that machine noise hits every variant alike.
 import { CacheAside } from '../src/cache-aside/cache-aside.ts';
 import { defineCacheKeys } from '../src/cache-aside/cache-key.ts';
-import { CacheKey } from '../src/cache-aside/cache-keys.ts';
+import { CacheKey } from '../src/services/cache-keys.ts';
 import { grantId } from '../src/catalog/grant-id.ts';
 import type { Character } from '../src/datasets/catalog.ts';
 import {

@@ -18,9 +18,9 @@ import { randomUUID } from 'node:crypto';
 import { testDatabase } from '../test/support/env.ts';
 import { MemoryBroker, MemoryBus } from '../src/bus/memory-bus.ts';
 import type { Character } from '../src/datasets/catalog.ts';
-import { catalogDataset } from '../src/datasets/catalog.ts';
+import { catalogDataset, CHARACTER_COLUMNS } from '../src/datasets/catalog.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
-import { CHARACTER_COLUMNS, catalogSource } from '../src/sources/catalog-source.ts';
+import { catalogSource } from '../src/sources/catalog-source.ts';
 import type { Row } from './lib.ts';
 import { fmt, median, nowNs, percentile, printRows, row, writeResult } from './lib.ts';
 

@@ -13,7 +13,6 @@ export type ErrorCode =
   | 'BUS_CLOSED'
   | 'BUS_PUBLISH_TIMEOUT'
   | 'BUS_PUBLISH_FAILED'
-  | 'BUS_SUBSCRIBE_FAILED'
   // events
   | 'EVENT_TOO_LARGE'
   | 'EVENT_BAD_CONTENT_TYPE'
@@ -35,9 +34,8 @@ export type ErrorCode =
   /** The cache dropped the connection a call was on (or waiting for) because another call missed its deadline. */
   | 'CACHE_CONNECTION_DROPPED'
   | 'CACHE_CORRUPT_VALUE'
-  // sources and outbox
+  // sources
   | 'SOURCE_FAILED'
-  | 'OUTBOX_FAILED'
   // lifecycle (src/util/lifecycle.ts)
   /** A part did not close within its bound; the parts after it were closed regardless. */
   | 'CLOSE_TIMEOUT';

@@ -18,11 +18,16 @@ export interface NumberRange {
   integer?: boolean;
 }
 
-/** `value ?? fallback`, checked: a finite number (an integer if asked) in [min, max]. */
+/**
+ * `value ?? fallback`, checked: a finite number (an integer if asked) in
+ * [min, max]. A wrong type (or a fraction where an integer is asked) is an
+ * OptionTypeError; an out-of-range number an OptionRangeError. A required
+ * option passes `undefined` as its fallback.
+ */
 export function numberOption(
   name: string,
   value: unknown,
-  fallback: number,
+  fallback: number | undefined,
   range: NumberRange = {},
 ): number {
   const v = value ?? fallback;
@@ -45,6 +50,29 @@ export function msOption(name: string, value: unknown, fallback: number, min = 0
 /** A whole number >= min (default 1). */
 export function countOption(name: string, value: unknown, fallback: number, min = 1, max = Infinity): number {
   return numberOption(name, value, fallback, { min, max, integer: true });
+}
+
+/**
+ * `value ?? fallback`, checked: a safe integer in [min, max]. Anything else,
+ * a fraction or a non-number too, is an OptionRangeError: for the options
+ * whose callers have always been told RangeError for every bad value.
+ */
+export function integerRangeOption(
+  name: string,
+  value: unknown,
+  fallback: number | undefined,
+  min: number,
+  max = Infinity,
+): number {
+  const v = value ?? fallback;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new OptionRangeError(
+      max === Infinity
+        ? `${name} must be an integer >= ${min}`
+        : `${name} must be an integer from ${min} to ${max}`,
+    );
+  }
+  return v;
 }
 
 export function stringOption(name: string, value: unknown, fallback?: string): string {

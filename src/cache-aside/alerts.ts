@@ -4,6 +4,7 @@ import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { integerRangeOption } from '../options.ts';
 import { BackgroundTasks } from './background.ts';
 import type { BreakerTransition } from './breaker.ts';
 import { classifyRedisError, errorTypeName } from './redis-errors.ts';
@@ -97,6 +98,34 @@ function escapeSlack(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+export interface ResolvedCacheAlertsOptions {
+  sink: AlertSink;
+  cooldownMs: number;
+  maxKeys: number;
+  maxPending: number;
+  source: string | undefined;
+  clock: Clock;
+  logger: Logger;
+}
+
+/** Merges the defaults and checks the options (OptionRangeError), at construction. */
+export function normalizeCacheAlertsOptions(options: CacheAlertsOptions): ResolvedCacheAlertsOptions {
+  const logger = (options.logger ?? silentLogger).child({ component: 'cache-alerts' });
+  return {
+    sink:
+      options.sink ??
+      (options.webhookUrl
+        ? slackWebhookSink(options.webhookUrl, options.webhookTimeoutMs ?? 5000)
+        : logAlertSink(logger)),
+    cooldownMs: integerRangeOption('cooldownMs', options.cooldownMs, 600_000, 0),
+    maxKeys: integerRangeOption('maxKeys', options.maxKeys, 6, 1),
+    maxPending: options.maxPending ?? 20,
+    source: options.source,
+    clock: options.clock ?? systemClock,
+    logger,
+  };
+}
+
 /**
  * Seed 003's Slack alerts: at most one per cache key per cooldown, at most
  * `maxKeys` distinct keys tracked (a new key past that is not alerted), each
@@ -119,23 +148,14 @@ export class CacheAlerts {
   #closing: Promise<void> | undefined;
 
   constructor(options: CacheAlertsOptions = {}) {
-    this.#logger = (options.logger ?? silentLogger).child({ component: 'cache-alerts' });
-    this.#sink =
-      options.sink ??
-      (options.webhookUrl
-        ? slackWebhookSink(options.webhookUrl, options.webhookTimeoutMs ?? 5000)
-        : logAlertSink(this.#logger));
-    this.#clock = options.clock ?? systemClock;
-    this.#cooldownMs = options.cooldownMs ?? 600_000;
-    this.#maxKeys = options.maxKeys ?? 6;
-    this.#source = options.source;
-    this.#tasks = new BackgroundTasks(options.maxPending ?? 20);
-    if (!Number.isSafeInteger(this.#cooldownMs) || this.#cooldownMs < 0) {
-      throw new RangeError('cooldownMs must be an integer >= 0');
-    }
-    if (!Number.isSafeInteger(this.#maxKeys) || this.#maxKeys < 1) {
-      throw new RangeError('maxKeys must be an integer >= 1');
-    }
+    const o = normalizeCacheAlertsOptions(options);
+    this.#logger = o.logger;
+    this.#sink = o.sink;
+    this.#clock = o.clock;
+    this.#cooldownMs = o.cooldownMs;
+    this.#maxKeys = o.maxKeys;
+    this.#source = o.source;
+    this.#tasks = new BackgroundTasks(o.maxPending);
   }
 
   get cooldownMs(): number {
@@ -143,8 +163,7 @@ export class CacheAlerts {
   }
 
   set cooldownMs(ms: number) {
-    if (!Number.isSafeInteger(ms) || ms < 0) throw new RangeError('cooldownMs must be an integer >= 0');
-    this.#cooldownMs = ms;
+    this.#cooldownMs = integerRangeOption('cooldownMs', ms, undefined, 0);
   }
 
   stats(): AlertStats {

@@ -1,5 +1,6 @@
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
+import { integerRangeOption } from '../options.ts';
 import type { RedisErrorKind } from './redis-errors.ts';
 
 /**
@@ -133,11 +134,7 @@ export function normalizeBreakerSettings(
   const out = { ...base };
   const check = (name: keyof BreakerSettings, min: number, max: number): void => {
     const value = settings[name];
-    if (value === undefined) return;
-    if (!Number.isSafeInteger(value) || value < min || value > max) {
-      throw new RangeError(`${name} must be an integer from ${min} to ${max}`);
-    }
-    out[name] = value;
+    if (value !== undefined) out[name] = integerRangeOption(name, value, undefined, min, max);
   };
   check('failureThreshold', 1, 100_000);
   check('failureWindowMs', 1, 7 * 24 * 3_600_000);

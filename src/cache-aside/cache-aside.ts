@@ -1,85 +1,26 @@
 import { CachecastError, describeError, isCachecastError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
-import type { AlertStats } from './alerts.ts';
 import { CacheAlerts } from './alerts.ts';
 import { BackgroundTasks } from './background.ts';
 import type { BreakerSettings, BreakerStats, BreakerTransition } from './breaker.ts';
 import { CircuitBreaker } from './breaker.ts';
 import type { CacheKeyDef, KeyParams } from './cache-key.ts';
 import { buildCacheKey } from './cache-key.ts';
+import { GuardedRedis } from './guarded-redis.ts';
 import { MemoryTier } from './memory-tier.ts';
 import type { CacheAsideOptions, ResolvedCacheAsideOptions } from './options.ts';
 import { normalizeCacheAsideOptions } from './options.ts';
-import type { RedisErrorKind } from './redis-errors.ts';
-import { classifyRedisError } from './redis-errors.ts';
-import type { RedisTierStats } from './redis-tier.ts';
+import { PendingDeletes } from './pending-deletes.ts';
 import { RedisTier } from './redis-tier.ts';
 import type { Flight } from './single-flight.ts';
 import { SingleFlight } from './single-flight.ts';
+import type { CacheAsideStats } from './stats.ts';
+import { zeroCounters } from './stats.ts';
 
 /** What one lookup produced: the stored text (undefined: nothing cacheable) and its parse for the caller that ran it. */
 interface LookupResult {
   json: string | undefined;
   value: unknown;
-}
-
-/** A delete Redis has not confirmed: the key's declared name, and when it was asked for (see `#seq`). */
-interface PendingDelete {
-  name: string;
-  seq: number;
-}
-
-type RedisOutcome<T> = { ok: true; value: T } | { ok: false };
-
-/**
- * `/cache` on the admin port: the seed's `get_circuit_breaker_stats()` fields
- * at the top level (is_open, recent_fail_count, failure_threshold,
- * failure_window_size and timeout in seconds, last_failure_time in unix
- * seconds), then the cache's counters and each part's details.
- */
-export interface CacheAsideStats {
-  is_open: boolean;
-  recent_fail_count: number;
-  failure_threshold: number;
-  failure_window_size: number;
-  timeout: number;
-  last_failure_time: number | null;
-  /** memory_hits + redis_hits. */
-  hits: number;
-  memory_hits: number;
-  redis_hits: number;
-  /** Redis answered: no such key. */
-  misses: number;
-  /** Fallback (database) calls made. */
-  fallbacks: number;
-  fallback_errors: number;
-  /** Callers that shared another caller's lookup (single-flight) instead of making their own. */
-  coalesced: number;
-  /** Redis calls not made because the breaker was open. */
-  redis_skipped: number;
-  redis_errors: number;
-  redis_errors_by_kind: Record<RedisErrorKind, number>;
-  /** Values found in Redis that were not JSON (replaced by the fallback's). */
-  corrupt_values: number;
-  /** Fallback results written to Redis. */
-  write_backs: number;
-  write_back_failures: number;
-  /** Not attempted: breaker open, invalidated meanwhile, closing, or too many in flight. */
-  write_backs_skipped: number;
-  invalidations: number;
-  /** Parameter sets `invalidateMany` skipped because they build no valid key (CACHE_BAD_KEY). */
-  invalidations_bad_key: number;
-  /** Invalidations Redis has not confirmed yet (deleted once it can be reached). */
-  pending_invalidations: number;
-  invalidations_forgotten: number;
-  breaker: BreakerStats;
-  redis: RedisTierStats;
-  memory: { size: number; evictions: number };
-  alerts: AlertStats;
-}
-
-function zeroKinds(): Record<RedisErrorKind, number> {
-  return { connection: 0, timeout: 0, out_of_memory: 0, cluster_down: 0, other: 0, dropped: 0 };
 }
 
 /**
@@ -115,39 +56,14 @@ export class CacheAside {
   readonly #alerts: CacheAlerts;
   readonly #flights = new SingleFlight<LookupResult>();
   readonly #writeBacks: BackgroundTasks;
-  /** Redis key -> deletes Redis has not confirmed. Insertion order = age. */
-  readonly #pendingDeletes = new Map<string, PendingDelete>();
-  /**
-   * Orders invalidations against lookups and deletes: each invalidation takes
-   * the next number; a lookup notes the current one when it starts, a DEL
-   * when it is sent. A remembered delete with a number above a lookup's came
-   * after that lookup started (its data may predate the write): the lookup's
-   * write-back must neither be made nor settle it. A DEL settles only the
-   * remembered deletes numbered up to its own.
-   */
-  #seq = 0;
+  readonly #stats = zeroCounters();
+  /** Invalidations Redis has not confirmed, and the numbering that orders them against lookups. */
+  readonly #pendingDeletes: PendingDeletes;
+  /** Every Redis call goes through it (the breaker, the counters, the alerts). */
+  readonly #guarded: GuardedRedis;
   #flushing = false;
   #closed = false;
-  #redisClosed = false;
   #closing: Promise<void> | undefined;
-  readonly #stats = {
-    memory_hits: 0,
-    redis_hits: 0,
-    misses: 0,
-    fallbacks: 0,
-    fallback_errors: 0,
-    coalesced: 0,
-    redis_skipped: 0,
-    redis_errors: 0,
-    corrupt_values: 0,
-    write_backs: 0,
-    write_back_failures: 0,
-    write_backs_skipped: 0,
-    invalidations: 0,
-    invalidations_bad_key: 0,
-    invalidations_forgotten: 0,
-  };
-  readonly #errorsByKind = zeroKinds();
 
   constructor(options: CacheAsideOptions) {
     this.#o = normalizeCacheAsideOptions(options);
@@ -166,6 +82,17 @@ export class CacheAside {
       onTransition: (t) => this.#onBreakerTransition(t),
     });
     this.#writeBacks = new BackgroundTasks(this.#o.maxPendingWriteBacks);
+    this.#pendingDeletes = new PendingDeletes(this.#o.maxPendingInvalidations, this.#logger, this.#stats);
+    this.#guarded = new GuardedRedis({
+      redis: this.#redis,
+      breaker: this.#breaker,
+      alerts: this.#alerts,
+      logger: this.#logger,
+      counters: this.#stats,
+      onSuccess: () => {
+        if (this.#pendingDeletes.size > 0) this.#flushPendingDeletes();
+      },
+    });
   }
 
   /**
@@ -280,7 +207,7 @@ export class CacheAside {
       last_failure_time: breaker.last_failure_time,
       hits: s.memory_hits + s.redis_hits,
       ...s,
-      redis_errors_by_kind: { ...this.#errorsByKind },
+      redis_errors_by_kind: this.#guarded.errorsByKind(),
       pending_invalidations: this.#pendingDeletes.size,
       write_backs_skipped: s.write_backs_skipped + this.#writeBacks.dropped,
       breaker,
@@ -307,13 +234,13 @@ export class CacheAside {
     flight: Flight<LookupResult>,
   ): Promise<LookupResult> {
     // Invalidations numbered above this one came after this lookup began.
-    const startSeq = this.#seq;
+    const startSeq = this.#pendingDeletes.seq;
     if (this.#pendingDeletes.has(redisKey)) {
       // Redis may still hold what an invalidation removed: delete it before anything else.
-      const deleted = await this.#redisCall(key, redisKey, 'delete', (r) => r.del([redisKey]));
-      if (deleted.ok) this.#settleDeletes([redisKey], startSeq);
+      const deleted = await this.#guarded.call(key, redisKey, 'delete', (r) => r.del([redisKey]));
+      if (deleted.ok) this.#pendingDeletes.settle([redisKey], startSeq);
     } else {
-      const read = await this.#redisCall(key, redisKey, 'read', (r) => r.get(redisKey));
+      const read = await this.#guarded.call(key, redisKey, 'read', (r) => r.get(redisKey));
       if (read.ok && read.value !== null) {
         try {
           const value: unknown = JSON.parse(read.value);
@@ -353,7 +280,7 @@ export class CacheAside {
 
   /**
    * The seed's `_set_cache_data`: off the response path; failures go to the
-   * breaker and the alerts only. `startSeq`: `#seq` when the lookup began.
+   * breaker and the alerts only. `startSeq`: the invalidation number (`PendingDeletes.seq`) when the lookup began.
    */
   #writeBack(
     key: CacheKeyDef,
@@ -370,18 +297,22 @@ export class CacheAside {
       async () => {
         // Checked right before the SET: an invalidation after this point sends its DEL behind it,
         // or, when that DEL cannot be made, is remembered with a number above startSeq (see below).
-        if (flight.detached || this.#breaker.refusing || this.#invalidatedSince(redisKey, startSeq)) {
+        if (
+          flight.detached ||
+          this.#breaker.refusing ||
+          this.#pendingDeletes.invalidatedSince(redisKey, startSeq)
+        ) {
           this.#stats.write_backs_skipped++;
           return;
         }
-        const written = await this.#redisCall(key, redisKey, 'write', (r) =>
+        const written = await this.#guarded.call(key, redisKey, 'write', (r) =>
           r.set(redisKey, json, key.ttlMs),
         );
         if (written.ok) {
           this.#stats.write_backs++;
           // The value read after an unconfirmed invalidation overwrote what it meant to remove; one
           // remembered while this SET was in flight stays (the SET may have written the old data).
-          this.#settleDeletes([redisKey], startSeq);
+          this.#pendingDeletes.settle([redisKey], startSeq);
         } else {
           this.#stats.write_back_failures++;
         }
@@ -391,77 +322,36 @@ export class CacheAside {
   }
 
   async #invalidate(key: CacheKeyDef, redisKeys: string[]): Promise<boolean> {
-    const seq = ++this.#seq;
+    const seq = this.#pendingDeletes.next();
     for (const k of redisKeys) {
       this.#memory.delete(k);
       this.#flights.detach(k);
     }
     this.#stats.invalidations += redisKeys.length;
-    if (this.#redisClosed) return false;
-    const deleted = await this.#redisCall(key, redisKeys[0]!, 'invalidate', (r) => r.del(redisKeys));
+    if (this.#guarded.closed) return false;
+    const deleted = await this.#guarded.call(key, redisKeys[0]!, 'invalidate', (r) => r.del(redisKeys));
     if (deleted.ok) {
-      this.#settleDeletes(redisKeys, seq);
+      this.#pendingDeletes.settle(redisKeys, seq);
       return true;
     }
-    for (const k of redisKeys) this.#rememberDelete(k, key.name, seq);
+    for (const k of redisKeys) this.#pendingDeletes.remember(k, key.name, seq);
     return false;
-  }
-
-  /** Whether a delete of `redisKey` asked for after `seq` is still unconfirmed. */
-  #invalidatedSince(redisKey: string, seq: number): boolean {
-    const pending = this.#pendingDeletes.get(redisKey);
-    return pending !== undefined && pending.seq > seq;
-  }
-
-  /**
-   * Forgets the remembered deletes of `redisKeys` numbered up to `seq`: a DEL
-   * sent (or a value read) at `seq` covers them. A later one stays.
-   */
-  #settleDeletes(redisKeys: readonly string[], seq: number): void {
-    for (const k of redisKeys) {
-      const pending = this.#pendingDeletes.get(k);
-      if (pending !== undefined && pending.seq <= seq) this.#pendingDeletes.delete(k);
-    }
-  }
-
-  #rememberDelete(redisKey: string, name: string, seq: number): void {
-    if (this.#o.maxPendingInvalidations === 0) {
-      this.#stats.invalidations_forgotten++;
-      return;
-    }
-    const previous = this.#pendingDeletes.get(redisKey);
-    // An invalidation whose DEL failed after a later one was remembered must not lower its number.
-    if (previous !== undefined && previous.seq > seq) return;
-    this.#pendingDeletes.delete(redisKey);
-    this.#pendingDeletes.set(redisKey, { name, seq });
-    while (this.#pendingDeletes.size > this.#o.maxPendingInvalidations) {
-      const oldest = this.#pendingDeletes.keys().next().value;
-      if (oldest === undefined) break;
-      this.#pendingDeletes.delete(oldest);
-      this.#stats.invalidations_forgotten++;
-      this.#logger.warn(
-        { key: oldest },
-        'too many unconfirmed invalidations: the oldest will live out its TTL',
-      );
-    }
   }
 
   /** Deletes what invalidations could not, once Redis answers again (in the background). */
   #flushPendingDeletes(): void {
-    if (this.#flushing || this.#pendingDeletes.size === 0 || this.#redisClosed) return;
+    if (this.#flushing || this.#pendingDeletes.size === 0 || this.#guarded.closed) return;
     this.#flushing = true;
     const started = this.#writeBacks.run(
       async () => {
         try {
           while (this.#pendingDeletes.size > 0) {
-            const batch = [...this.#pendingDeletes].slice(0, 500);
-            const [firstKey, { name }] = batch[0]!;
-            const keys = batch.map(([k]) => k);
+            const { keys, name } = this.#pendingDeletes.oldest(500);
             // Sent now: it covers what is remembered now, not an invalidation made while it is in flight.
-            const seq = this.#seq;
-            const deleted = await this.#redisCall({ name }, firstKey, 'invalidate', (r) => r.del(keys));
+            const seq = this.#pendingDeletes.seq;
+            const deleted = await this.#guarded.call({ name }, keys[0]!, 'invalidate', (r) => r.del(keys));
             if (!deleted.ok) break;
-            this.#settleDeletes(keys, seq);
+            this.#pendingDeletes.settle(keys, seq);
           }
         } finally {
           this.#flushing = false;
@@ -471,44 +361,6 @@ export class CacheAside {
     );
     // Too much in flight: the next successful call tries again.
     if (!started) this.#flushing = false;
-  }
-
-  /**
-   * One Redis call through the breaker: skipped while it is open; its outcome
-   * reported to it; a failure counted, logged and alerted, never thrown (a
-   * `dropped` one is counted in the stats but neither by the breaker nor alerted).
-   */
-  async #redisCall<T>(
-    key: Pick<CacheKeyDef, 'name'>,
-    redisKey: string,
-    what: 'read' | 'write' | 'delete' | 'invalidate',
-    call: (redis: RedisTier) => Promise<T>,
-  ): Promise<RedisOutcome<T>> {
-    if (this.#redisClosed) return { ok: false };
-    const permit = this.#breaker.acquire();
-    if (!permit) {
-      this.#stats.redis_skipped++;
-      return { ok: false };
-    }
-    try {
-      const value = await call(this.#redis);
-      permit.success();
-      if (this.#pendingDeletes.size > 0) this.#flushPendingDeletes();
-      return { ok: true, value };
-    } catch (err) {
-      const kind = classifyRedisError(err);
-      const counted = permit.failure(redisKey, kind);
-      this.#stats.redis_errors++;
-      this.#errorsByKind[kind]++;
-      this.#logger.debug(
-        { key: key.name, what, kind, counted, err: describeError(err) },
-        'redis call failed',
-      );
-      // A call lost with a connection dropped for another call's deadline says nothing about its own
-      // key: the call whose deadline fired is the one counted and alerted.
-      if (kind !== 'dropped') this.#alerts.keyError(key.name, `Cache ${what} failed`, err);
-      return { ok: false };
-    }
   }
 
   #onBreakerTransition(t: BreakerTransition): void {
@@ -529,7 +381,7 @@ export class CacheAside {
     this.#closing ??= (async () => {
       this.#closed = true;
       await this.#writeBacks.drain();
-      this.#redisClosed = true;
+      this.#guarded.shut();
       await this.#alerts.close();
       await this.#redis.close();
       this.#memory.clear();

@@ -1,4 +1,5 @@
-import { CachecastError } from '../errors.ts';
+import { CachecastError, OptionTypeError } from '../errors.ts';
+import { integerRangeOption } from '../options.ts';
 import { isWellFormedText } from '../util/text.ts';
 
 /**
@@ -53,25 +54,19 @@ export const MAX_PARAM_LENGTH = 2048;
 
 function parseTemplate(name: string, template: string): string[] {
   if (typeof template !== 'string' || template.length === 0 || template.length > 200) {
-    throw new TypeError(`${name}: template must be a non-empty string of at most 200 characters`);
+    throw new OptionTypeError(`${name}: template must be a non-empty string of at most 200 characters`);
   }
   const params: string[] = [];
   for (const match of template.matchAll(PARAM)) {
     const param = match[1]!;
-    if (!PARAM_NAME.test(param)) throw new TypeError(`${name}: bad parameter name {${param}}`);
-    if (params.includes(param)) throw new TypeError(`${name}: parameter {${param}} appears twice`);
+    if (!PARAM_NAME.test(param)) throw new OptionTypeError(`${name}: bad parameter name {${param}}`);
+    if (params.includes(param)) throw new OptionTypeError(`${name}: parameter {${param}} appears twice`);
     params.push(param);
   }
-  if (/[{}]/.test(template.replace(PARAM, ''))) throw new TypeError(`${name}: unbalanced braces in template`);
-  if (/\s/.test(template)) throw new TypeError(`${name}: template must not contain whitespace`);
+  if (/[{}]/.test(template.replace(PARAM, '')))
+    throw new OptionTypeError(`${name}: unbalanced braces in template`);
+  if (/\s/.test(template)) throw new OptionTypeError(`${name}: template must not contain whitespace`);
   return params;
-}
-
-function positiveInt(name: string, field: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) {
-    throw new RangeError(`${name}: ${field} must be an integer >= ${min}`);
-  }
-  return value;
 }
 
 /**
@@ -94,20 +89,20 @@ export function defineCacheKeys<const S extends Record<string, CacheKeySpec>>(
   const templates = new Map<string, string>();
   for (const [name, spec] of Object.entries(specs)) {
     if (!NAME.test(name))
-      throw new TypeError(`cache key name ${JSON.stringify(name)} must be UPPER_SNAKE_CASE`);
+      throw new OptionTypeError(`cache key name ${JSON.stringify(name)} must be UPPER_SNAKE_CASE`);
     const params = parseTemplate(name, spec.template);
-    const version = positiveInt(name, 'version', spec.version ?? 1, 1);
+    const version = integerRangeOption(`${name}: version`, spec.version, 1, 1);
     // Two declarations whose templates differ only by parameter names would build the same keys.
     const shape = `${version}:${spec.template.replace(PARAM, '{}')}`;
     const other = templates.get(shape);
-    if (other) throw new TypeError(`${name} and ${other} would build the same keys`);
+    if (other) throw new OptionTypeError(`${name} and ${other} would build the same keys`);
     templates.set(shape, name);
     out[name] = Object.freeze({
       name,
       template: spec.template,
-      ttlMs: positiveInt(name, 'ttlMs', spec.ttlMs, 1),
+      ttlMs: integerRangeOption(`${name}: ttlMs`, spec.ttlMs, undefined, 1),
       version,
-      localTtlMs: positiveInt(name, 'localTtlMs', spec.localTtlMs ?? 0, 0),
+      localTtlMs: integerRangeOption(`${name}: localTtlMs`, spec.localTtlMs, 0, 0),
       params: Object.freeze(params),
     });
   }

@@ -1,7 +1,8 @@
 import { Counter, Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { BreakerStateName } from './breaker.ts';
-import type { CacheAside, CacheAsideStats } from './cache-aside.ts';
+import type { CacheAside } from './cache-aside.ts';
+import type { CacheAsideStats } from './stats.ts';
 
 const BREAKER_STATES: readonly BreakerStateName[] = ['closed', 'open', 'half_open'];
 

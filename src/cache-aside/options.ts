@@ -1,9 +1,10 @@
 import type { Clock } from '../clock.ts';
 import { systemClock } from '../clock.ts';
 import { intVar } from '../config/env.ts';
-import { CachecastError } from '../errors.ts';
+import { CachecastError, OptionTypeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { integerRangeOption } from '../options.ts';
 import type { CacheAlertsOptions } from './alerts.ts';
 import type { BreakerSettings } from './breaker.ts';
 import { DEFAULT_BREAKER_SETTINGS, normalizeBreakerSettings } from './breaker.ts';
@@ -52,32 +53,32 @@ export interface ResolvedCacheAsideOptions {
   logger: Logger;
 }
 
-function int(name: string, value: number, min: number, max: number): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(`${name} must be an integer from ${min} to ${max}`);
-  }
-  return value;
-}
-
 export function normalizeCacheAsideOptions(options: CacheAsideOptions): ResolvedCacheAsideOptions {
   if (typeof options.redisUrl !== 'string' || options.redisUrl.length === 0) {
-    throw new TypeError('redisUrl is required');
+    throw new OptionTypeError('redisUrl is required');
   }
   const keyPrefix = options.keyPrefix ?? 'cachecast';
   if (!/^[A-Za-z0-9_.:-]{1,100}$/.test(keyPrefix)) {
-    throw new TypeError('keyPrefix must be 1-100 characters of A-Z a-z 0-9 _ . : -');
+    throw new OptionTypeError('keyPrefix must be 1-100 characters of A-Z a-z 0-9 _ . : -');
   }
   return {
     redisUrl: options.redisUrl,
     keyPrefix,
-    commandTimeoutMs: int('commandTimeoutMs', options.commandTimeoutMs ?? 100, 1, 60_000),
+    commandTimeoutMs: integerRangeOption('commandTimeoutMs', options.commandTimeoutMs, 100, 1, 60_000),
     breaker: normalizeBreakerSettings(options.breaker ?? {}, DEFAULT_BREAKER_SETTINGS),
     alerts: { ...options.alerts },
-    memoryMaxEntries: int('memoryMaxEntries', options.memoryMaxEntries ?? 10_000, 0, 10_000_000),
-    maxPendingWriteBacks: int('maxPendingWriteBacks', options.maxPendingWriteBacks ?? 1000, 1, 1_000_000),
-    maxPendingInvalidations: int(
+    memoryMaxEntries: integerRangeOption('memoryMaxEntries', options.memoryMaxEntries, 10_000, 0, 10_000_000),
+    maxPendingWriteBacks: integerRangeOption(
+      'maxPendingWriteBacks',
+      options.maxPendingWriteBacks,
+      1000,
+      1,
+      1_000_000,
+    ),
+    maxPendingInvalidations: integerRangeOption(
       'maxPendingInvalidations',
-      options.maxPendingInvalidations ?? 10_000,
+      options.maxPendingInvalidations,
+      10_000,
       0,
       10_000_000,
     ),

@@ -1,12 +1,9 @@
 import type pg from 'pg';
 import type { Character } from '../datasets/catalog.ts';
-import { CATALOG_TOPIC } from '../datasets/catalog.ts';
+import { CATALOG_DATASET, CATALOG_TOPIC, CHARACTER_COLUMNS } from '../datasets/catalog.ts';
 import { withTransaction } from '../db/transaction.ts';
 import { appendToOutbox } from '../outbox/outbox.ts';
-import { CHARACTER_COLUMNS } from '../sources/catalog-source.ts';
 import type { CharacterInput } from './character-input.ts';
-
-export const CATALOG_DATASET = 'catalog';
 
 export interface ReplaceResult {
   version: number;

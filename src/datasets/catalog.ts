@@ -4,6 +4,12 @@ import { RELOAD_TYPE } from '../events/control.ts';
 import type { Change } from '../events/event.ts';
 import type { Dataset } from '../replica/dataset.ts';
 
+/** The catalog's dataset name: its replica, its source, its outbox rows and its version row. */
+export const CATALOG_DATASET = 'catalog';
+
+/** The `characters` columns selected as exactly the Character fields (reads and RETURNING clauses). */
+export const CHARACTER_COLUMNS = 'id::text AS id, code, name, match_label, type_label, dialog, is_default';
+
 /** The seed 000 Character, as it travels on `character.cache`. Unknown fields are dropped. */
 export interface Character {
   id: string;
@@ -68,7 +74,7 @@ export function characterDigestText(c: Character): string {
 
 /** The character catalog (seed 000): keyed by id, indexed by match_label and code. */
 export const catalogDataset: Dataset<Character> = {
-  name: 'catalog',
+  name: CATALOG_DATASET,
   topic: CATALOG_TOPIC,
   degradedReads: 'serve',
   // A full_refresh carries the whole catalog; 100k characters fit in 64 MiB.

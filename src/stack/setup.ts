@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { formatCsvIssues, parseCatalogCsv } from '../catalog/csv.ts';
 import { CatalogRepository } from '../catalog/repository.ts';
+import { CATALOG_DATASET } from '../datasets/catalog.ts';
 import { migrate } from '../db/migrate.ts';
 import { CachecastError } from '../errors.ts';
 
@@ -53,7 +54,8 @@ export async function setupDatabase(pool: pg.Pool, sampleFile = SAMPLE_CATALOG):
 /** The catalog dataset's current version in the source of truth (0 before any change). */
 export async function catalogVersion(pool: pg.Pool): Promise<number> {
   const { rows } = await pool.query<{ version: string }>(
-    `SELECT version::text AS version FROM cachecast_versions WHERE dataset = 'catalog'`,
+    'SELECT version::text AS version FROM cachecast_versions WHERE dataset = $1',
+    [CATALOG_DATASET],
   );
   return rows[0] ? Number(rows[0].version) : 0;
 }

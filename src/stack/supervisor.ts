@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { OptionRangeError } from '../errors.ts';
+import { numberOption } from '../options.ts';
 import { deferred } from '../util/deferred.ts';
 import type { Deferred } from '../util/deferred.ts';
 
@@ -85,16 +87,14 @@ const STDERR_TAIL = 20;
 const STDIO_GRACE_MS = 250;
 
 export function normalizeSupervisorOptions(o: SupervisorOptions): ResolvedOptions {
-  const ms = (name: string, value: number, min: number): number => {
-    if (!Number.isFinite(value) || value < min) throw new RangeError(`${name} must be a number >= ${min}`);
-    return value;
-  };
-  const restartBaseMs = ms('restartBaseMs', o.restartBaseMs ?? 500, 1);
+  const ms = (name: string, value: unknown, fallback: number, min: number): number =>
+    numberOption(name, value, fallback, { min });
+  const restartBaseMs = ms('restartBaseMs', o.restartBaseMs, 500, 1);
   return {
     restartBaseMs,
-    restartMaxMs: Math.max(restartBaseMs, ms('restartMaxMs', o.restartMaxMs ?? 30_000, 1)),
-    stableAfterMs: ms('stableAfterMs', o.stableAfterMs ?? 30_000, 0),
-    stopTimeoutMs: ms('stopTimeoutMs', o.stopTimeoutMs ?? 15_000, 0),
+    restartMaxMs: Math.max(restartBaseMs, ms('restartMaxMs', o.restartMaxMs, 30_000, 1)),
+    stableAfterMs: ms('stableAfterMs', o.stableAfterMs, 30_000, 0),
+    stopTimeoutMs: ms('stopTimeoutMs', o.stopTimeoutMs, 15_000, 0),
   };
 }
 
@@ -121,7 +121,7 @@ export class Supervisor {
     this.#onEvent = options.onEvent ?? (() => undefined);
     this.#onOutput = options.onOutput ?? (() => undefined);
     for (const spec of specs) {
-      if (this.#children.has(spec.id)) throw new RangeError(`duplicate child id ${spec.id}`);
+      if (this.#children.has(spec.id)) throw new OptionRangeError(`duplicate child id ${spec.id}`);
       this.#children.set(spec.id, new ManagedChild(spec, this.#o, this.#onEvent, this.#onOutput));
     }
   }

@@ -4,7 +4,7 @@ import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
-import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
+import { CacheKey } from '../../src/services/cache-keys.ts';
 import { grantId } from '../../src/catalog/grant-id.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
 import type { CollectedCharacter } from '../../src/services/catalog/user-collections.ts';

@@ -8,7 +8,7 @@ import { Connection } from 'rabbitmq-client';
 import { createVerifier } from '../../src/auth/jwt/verifier.ts';
 import { MemoryBroker, MemoryBus } from '../../src/bus/memory-bus.ts';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
-import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
+import { CacheKey } from '../../src/services/cache-keys.ts';
 import { parseCatalogCsv } from '../../src/catalog/csv.ts';
 import { grantId } from '../../src/catalog/grant-id.ts';
 import type { GrantMessage } from '../../src/catalog/grant.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { buildCacheKey, defineCacheKeys } from '../../src/cache-aside/cache-key.ts';
-import { CacheKey } from '../../src/cache-aside/cache-keys.ts';
+import { CacheKey } from '../../src/services/cache-keys.ts';
 import { MemoryTier } from '../../src/cache-aside/memory-tier.ts';
 import { loadCacheAsideConfig, normalizeCacheAsideOptions } from '../../src/cache-aside/options.ts';
 import { SingleFlight } from '../../src/cache-aside/single-flight.ts';

@@ -2,6 +2,7 @@ import { createHmac, randomUUID } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
+import { numberOption, objectOption, stringOption } from '../../options.ts';
 import { encodeBase64url } from './base64url.ts';
 import { isClaimId, MAX_ID_LENGTH } from './claims.ts';
 import { createHmacKey } from './keys.ts';
@@ -45,15 +46,10 @@ const MAX_TTL_S = 86_400;
 const HEADER = encodeBase64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }));
 
 export function normalizeIssuerOptions(options: IssuerOptions): ResolvedIssuerOptions {
-  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
-  const { issuer, audience, ttlS } = options;
-  if (typeof issuer !== 'string' || issuer.length === 0)
-    throw new TypeError('issuer must be a non-empty string');
-  if (typeof audience !== 'string' || audience.length === 0) {
-    throw new TypeError('audience must be a non-empty string');
-  }
-  if (typeof ttlS !== 'number' || !Number.isInteger(ttlS)) throw new TypeError('ttlS must be an integer');
-  if (ttlS < 1 || ttlS > MAX_TTL_S) throw new RangeError(`ttlS must be from 1 to ${MAX_TTL_S}`);
+  objectOption('options', options);
+  const issuer = stringOption('issuer', options.issuer);
+  const audience = stringOption('audience', options.audience);
+  const ttlS = numberOption('ttlS', options.ttlS, undefined, { min: 1, max: MAX_TTL_S, integer: true });
   return {
     key: createHmacKey(options.secret, 'secret'),
     issuer,

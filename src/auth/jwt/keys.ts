@@ -1,5 +1,6 @@
 import type { JsonWebKey, KeyObject } from 'node:crypto';
 import { createPublicKey, createSecretKey } from 'node:crypto';
+import { OptionRangeError, OptionTypeError } from '../../errors.ts';
 
 export type JwtAlgorithm = 'HS256' | 'RS256' | 'ES256' | 'EdDSA';
 export const JWT_ALGORITHMS: readonly JwtAlgorithm[] = ['HS256', 'RS256', 'ES256', 'EdDSA'];
@@ -24,9 +25,9 @@ export function createHmacKey(secret: unknown, name: string): KeyObject {
   let bytes: Buffer;
   if (typeof secret === 'string') bytes = Buffer.from(secret, 'utf8');
   else if (secret instanceof Uint8Array) bytes = Buffer.from(secret);
-  else throw new TypeError(`${name} must be a string or a Uint8Array`);
+  else throw new OptionTypeError(`${name} must be a string or a Uint8Array`);
   if (bytes.length < MIN_SECRET_BYTES) {
-    throw new RangeError(`${name} must be at least ${MIN_SECRET_BYTES} bytes`);
+    throw new OptionRangeError(`${name} must be at least ${MIN_SECRET_BYTES} bytes`);
   }
   return createSecretKey(bytes);
 }

@@ -3,6 +3,8 @@ import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
+import { MAX_TIMER_MS, numberOption, objectOption, stringOption } from '../../options.ts';
+import { OptionRangeError, OptionTypeError } from '../../errors.ts';
 import type { JwtAlgorithm, VerificationKey } from './keys.ts';
 import { createHmacKey, importPublicJwk, JWT_ALGORITHMS } from './keys.ts';
 
@@ -60,42 +62,29 @@ export interface ResolvedVerifierOptions {
   logger: Logger;
 }
 
-/** Node's timers overflow past 2^31 - 1 ms (about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+const integer = (name: string, value: unknown, fallback: number, min: number, max: number): number =>
+  numberOption(name, value, fallback, { min, max, integer: true });
 
-function integer(name: string, value: number, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value))
-    throw new TypeError(`${name} must be an integer`);
-  if (value < min || value > max) throw new RangeError(`${name} must be from ${min} to ${max}`);
-  return value;
-}
-
-function nonEmptyString(name: string, value: unknown): string {
-  if (typeof value !== 'string' || value.length === 0)
-    throw new TypeError(`${name} must be a non-empty string`);
-  return value;
-}
-
-/** Merges defaults and checks every option, throwing TypeError or RangeError at construction. */
+/** Merges defaults and checks every option, throwing OptionTypeError or OptionRangeError (a TypeError or RangeError with a code) at construction. */
 export function normalizeVerifierOptions(options: VerifierOptions): ResolvedVerifierOptions {
-  if (typeof options !== 'object' || options === null) throw new TypeError('options must be an object');
-  const issuer = nonEmptyString('issuer', options.issuer);
-  const audience = nonEmptyString('audience', options.audience);
+  objectOption('options', options);
+  const issuer = stringOption('issuer', options.issuer);
+  const audience = stringOption('audience', options.audience);
 
   const requested = options.algorithms ?? ['HS256'];
   if (!Array.isArray(requested) || requested.length === 0) {
-    throw new TypeError('algorithms must be a non-empty array');
+    throw new OptionTypeError('algorithms must be a non-empty array');
   }
   for (const alg of requested) {
     if (!JWT_ALGORITHMS.includes(alg)) {
-      throw new RangeError(`algorithms: ${String(alg)} is not one of ${JWT_ALGORITHMS.join(', ')}`);
+      throw new OptionRangeError(`algorithms: ${String(alg)} is not one of ${JWT_ALGORITHMS.join(', ')}`);
     }
   }
   const algorithms = Object.freeze([...new Set(requested)]);
 
   let hmacKey: KeyObject | undefined;
   if (algorithms.includes('HS256')) {
-    if (options.secret === undefined) throw new TypeError('secret is required when HS256 is allowed');
+    if (options.secret === undefined) throw new OptionTypeError('secret is required when HS256 is allowed');
     hmacKey = createHmacKey(options.secret, 'secret');
   }
 
@@ -106,10 +95,12 @@ export function normalizeVerifierOptions(options: VerifierOptions): ResolvedVeri
       key = importPublicJwk(jwk);
     } catch (err) {
       const message = `publicKeys[${i}]: ${(err as Error).message}`;
-      throw err instanceof RangeError ? new RangeError(message) : new TypeError(message);
+      throw err instanceof RangeError ? new OptionRangeError(message) : new OptionTypeError(message);
     }
     if (!algorithms.includes(key.alg)) {
-      throw new RangeError(`publicKeys[${i}] is an ${key.alg} key, but ${key.alg} is not in algorithms`);
+      throw new OptionRangeError(
+        `publicKeys[${i}] is an ${key.alg} key, but ${key.alg} is not in algorithms`,
+      );
     }
     staticKeys.push(key);
   }
@@ -120,22 +111,23 @@ export function normalizeVerifierOptions(options: VerifierOptions): ResolvedVeri
     try {
       parsed = new URL(options.jwksUrl);
     } catch {
-      throw new TypeError('jwksUrl is not a URL');
+      throw new OptionTypeError('jwksUrl is not a URL');
     }
     if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
-      throw new TypeError(`jwksUrl must use http: or https:, got ${parsed.protocol}`);
+      throw new OptionTypeError(`jwksUrl must use http: or https:, got ${parsed.protocol}`);
     }
     jwksUrl = parsed.href;
   }
 
   for (const alg of algorithms) {
     if (alg !== 'HS256' && jwksUrl === undefined && !staticKeys.some((k) => k.alg === alg)) {
-      throw new TypeError(`${alg} is allowed but neither publicKeys nor jwksUrl provides a key for it`);
+      throw new OptionTypeError(`${alg} is allowed but neither publicKeys nor jwksUrl provides a key for it`);
     }
   }
 
   const fetchFn = options.fetch ?? globalThis.fetch;
-  if (jwksUrl !== undefined && typeof fetchFn !== 'function') throw new TypeError('fetch must be a function');
+  if (jwksUrl !== undefined && typeof fetchFn !== 'function')
+    throw new OptionTypeError('fetch must be a function');
 
   return {
     issuer,
@@ -144,10 +136,10 @@ export function normalizeVerifierOptions(options: VerifierOptions): ResolvedVeri
     hmacKey,
     staticKeys,
     jwksUrl,
-    jwksRefreshMs: integer('jwksRefreshMs', options.jwksRefreshMs ?? 600_000, 1000, MAX_TIMER_MS),
-    clockSkewS: integer('clockSkewS', options.clockSkewS ?? 30, 0, 300),
-    maxTokenBytes: integer('maxTokenBytes', options.maxTokenBytes ?? 8192, 16, 1024 * 1024),
-    cacheSize: integer('cacheSize', options.cacheSize ?? 10_000, 0, 10_000_000),
+    jwksRefreshMs: integer('jwksRefreshMs', options.jwksRefreshMs, 600_000, 1000, MAX_TIMER_MS),
+    clockSkewS: integer('clockSkewS', options.clockSkewS, 30, 0, 300),
+    maxTokenBytes: integer('maxTokenBytes', options.maxTokenBytes, 8192, 16, 1024 * 1024),
+    cacheSize: integer('cacheSize', options.cacheSize, 10_000, 0, 10_000_000),
     clock: options.clock ?? systemClock,
     fetch: fetchFn,
     logger: (options.logger ?? silentLogger).child({ component: 'jwt' }),

@@ -7,7 +7,7 @@ import type { CharacterInput } from '../../catalog/character-input.ts';
 import { moreCsvErrors, parseCatalogCsv } from '../../catalog/csv.ts';
 import type { CatalogRepository } from '../../catalog/repository.ts';
 import type { Character } from '../../datasets/catalog.ts';
-import { describeError } from '../../errors.ts';
+import { describeError, OptionTypeError } from '../../errors.ts';
 import { bearerMatches } from '../../http/bearer.ts';
 import { drainOnClose } from '../../http/drain.ts';
 import { firstIssue, installErrorHandlers, sendError } from '../../http/errors.ts';
@@ -71,9 +71,10 @@ const userIdParam = z.object({
 });
 
 /**
- * The catalog service's HTTP API (CONTRACT.md). Reads come from the local
- * replica (no database on the read path); admin writes go through the
- * repository (row + outbox event in one transaction).
+ * The catalog service's HTTP API (CONTRACT.md). Catalog reads come from the
+ * local replica, with no database call; a user's collection (when enabled)
+ * is read through the cache-aside tier: Redis, else PostgreSQL. Admin writes
+ * go through the repository (row + outbox event in one transaction).
  */
 export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
   const { replica, repository } = options;
@@ -113,7 +114,7 @@ export function buildCatalogApp(options: CatalogAppOptions): FastifyInstance {
 
   const { collections, verifier } = options;
   if (collections && !verifier) {
-    throw new TypeError('collections need a verifier: a collection is only for its owner');
+    throw new OptionTypeError('collections need a verifier: a collection is only for its owner');
   }
   if (collections && verifier) {
     app.get('/api/v1/users/:user_id/characters', async (req, reply) => {

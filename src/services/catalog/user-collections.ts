@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import type { CacheAside } from '../../cache-aside/cache-aside.ts';
-import { CacheKey } from '../../cache-aside/cache-keys.ts';
+import { CacheKey } from '../cache-keys.ts';
 import type { Character } from '../../datasets/catalog.ts';
 
 /** A character in a user's collection: the Character plus when it was granted (ISO). */

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { Histogram } from 'prom-client';
 import type { TokenVerifier } from '../../auth/jwt/verifier.ts';
 import { extractBearer } from '../../auth/jwt/verifier.ts';
-import type { Decision, DecisionLog } from './decision.ts';
+import type { AuthzDecision, DecisionLog } from './decision.ts';
 import { decisionLabel } from './decision.ts';
 import type { RevocationList, RevocationStatus } from './revocation-check.ts';
 
@@ -41,7 +41,7 @@ export class Authorizer {
   }
 
   /** Synchronous unless Redis must be asked (redis mode, or a degraded replica). */
-  check(authorization: string | undefined, via: Transport): Decision | Promise<Decision> {
+  check(authorization: string | undefined, via: Transport): AuthzDecision | Promise<AuthzDecision> {
     const started = performance.now();
     const bearer = extractBearer(authorization);
     if ('error' in bearer) return this.#done({ allow: false, reason: bearer.error }, via, started);
@@ -53,7 +53,7 @@ export class Authorizer {
     return status.then((s) => this.#done(this.#decide(s, sub, jti), via, started));
   }
 
-  #decide(status: RevocationStatus, sub: string, jti: string): Decision {
+  #decide(status: RevocationStatus, sub: string, jti: string): AuthzDecision {
     if (status === 'ok') return { allow: true, sub, jti };
     if (status === 'unproven') return { allow: true, sub, jti, unproven: true };
     if (status === 'revoked') return { allow: false, reason: 'token_revoked', sub, jti };
@@ -62,7 +62,7 @@ export class Authorizer {
       : { allow: false, reason: 'revocation_unavailable', sub, jti };
   }
 
-  #done(decision: Decision, via: Transport, started: number): Decision {
+  #done(decision: AuthzDecision, via: Transport, started: number): AuthzDecision {
     const at = Date.now();
     this.#latency?.observe({ via }, (performance.now() - started) / 1000);
     this.#log.record({

@@ -7,7 +7,8 @@ export type DenyReason =
   /** Neither the replica nor Redis could say whether the token was revoked (policy: refuse). */
   | 'revocation_unavailable';
 
-export type Decision =
+/** What ext-authz answers for one request (the stack monitor's Decision is how the dashboard shows one). */
+export type AuthzDecision =
   | {
       readonly allow: true;
       readonly sub: string;
@@ -23,7 +24,7 @@ export type Decision =
  * Metric label of a decision: the deny reason, `allow`, `allow_unverified`
  * (policy: allow), or `allow_unproven` (a following replica while Redis is down).
  */
-export function decisionLabel(decision: Decision): string {
+export function decisionLabel(decision: AuthzDecision): string {
   if (!decision.allow) return decision.reason;
   return decision.unverified ? 'allow_unverified' : decision.unproven ? 'allow_unproven' : 'allow';
 }

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { INVALID_TOKEN_CHALLENGE } from '../../auth/jwt/bearer.ts';
 import type { Authorizer } from './authorizer.ts';
-import type { Decision } from './decision.ts';
+import type { AuthzDecision } from './decision.ts';
 import { authorizationService } from './envoy-protos.ts';
 
 /** google.rpc.Code values Envoy reads from CheckResponse.status. */
@@ -16,7 +16,7 @@ interface CheckRequest {
 
 const header = (key: string, value: string) => ({ header: { key, value } });
 
-export function checkResponse(decision: Decision): Record<string, unknown> {
+export function checkResponse(decision: AuthzDecision): Record<string, unknown> {
   if (decision.allow) {
     return {
       status: { code: OK },

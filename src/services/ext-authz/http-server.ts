@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Authorizer } from './authorizer.ts';
-import type { Decision, DenyReason } from './decision.ts';
+import type { AuthzDecision, DenyReason } from './decision.ts';
 import { listen } from '../../http/listen.ts';
 
 /** Envoy forwards up to 60 KiB of headers; Node's default (16 KiB) would answer 431. */
@@ -17,7 +17,7 @@ function denyBody(reason: DenyReason): Buffer {
   return body;
 }
 
-function respond(res: ServerResponse, decision: Decision, draining: boolean): void {
+function respond(res: ServerResponse, decision: AuthzDecision, draining: boolean): void {
   // While draining, every answer closes its connection: a proxy's pooled
   // connection is never idle, so without this close() would wait forever.
   if (draining) res.shouldKeepAlive = false;

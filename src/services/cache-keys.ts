@@ -1,4 +1,4 @@
-import { defineCacheKeys } from './cache-key.ts';
+import { defineCacheKeys } from '../cache-aside/cache-key.ts';
 
 /**
  * Every cache-aside key of the project, declared once (the seed's `CacheKey`
