@@ -5,6 +5,7 @@
 // (an expired task is marked REVOKED with TaskRevokedError('expired')), and
 // against what a real Celery 5.2.6 worker writes.
 import type { RedisClient } from '../redis/client.ts';
+import { integerRangeOption } from '../options.ts';
 
 export type CeleryState = 'SUCCESS' | 'FAILURE' | 'REVOKED';
 
@@ -126,12 +127,8 @@ export class CeleryResultBackend {
   readonly expiresSec: number;
 
   constructor(options: ResultBackendOptions) {
-    const expires = options.expiresSec ?? 86_400;
-    if (!Number.isInteger(expires) || expires < 0) {
-      throw new RangeError('expiresSec must be an integer >= 0');
-    }
     this.#client = options.client;
-    this.expiresSec = expires;
+    this.expiresSec = integerRangeOption('expiresSec', options.expiresSec, 86_400, 0);
   }
 
   /**

@@ -6,6 +6,7 @@ import { encodeEvent } from '../events/codec.ts';
 import { heartbeatPayload } from '../events/control.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
+import { msOption } from '../options.ts';
 import { comparableFrom, DIGEST_BUCKET_S } from '../replica/digest.ts';
 import type { SourceState } from '../replica/source.ts';
 
@@ -51,12 +52,11 @@ export class HeartbeatPublisher {
 
   constructor(options: HeartbeatOptions) {
     this.#o = {
-      intervalMs: 250,
       clock: systemClock,
       logger: silentLogger,
       ...options,
+      intervalMs: msOption('intervalMs', options.intervalMs, 250, 1),
     };
-    if (!(this.#o.intervalMs > 0)) throw new RangeError('intervalMs must be > 0');
   }
 
   get stats(): { published: number; failures: number } {
