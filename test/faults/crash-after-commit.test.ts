@@ -20,12 +20,14 @@ let replica: ReplicatedCache<Character>;
 before(async () => {
   await fx.ready();
   const bus = await testBus();
-  // No periodic check: only the outbox may repair what follows.
+  // No periodic check and no staleness bound (whose reads of the source would find the
+  // writes by themselves once the writer is slow to die): only the outbox may repair what follows.
   replica = new ReplicatedCache<Character>({
     dataset,
     bus,
     source: catalogSource(fx.db.pool),
     versionCheckIntervalMs: 0,
+    maxStalenessMs: 0,
   });
   await replica.start();
   fx.defer(async () => {
