@@ -36,7 +36,7 @@ export default tseslint.config(
     languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
   },
   {
-    // The dashboard page's script module runs in the browser, untyped (src/stack/page.ts inlines it).
+    // The dashboard page's script modules run in the browser, untyped (the dashboard serves them as files).
     files: ['src/stack/page/**/*.js'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {

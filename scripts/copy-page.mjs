@@ -1,6 +1,7 @@
-// `npm run build:page`: the dashboard page (src/stack/page/: HTML, CSS, a script
-// module) is not TypeScript, so tsc does not emit it; copy it beside the
-// compiled dashboard (dist/stack/page/), where src/stack/page.ts reads it.
+// `npm run build:page`: the dashboard page (src/stack/page/: HTML, CSS, script
+// modules) is not TypeScript, so tsc does not emit it; copy every file of it
+// beside the compiled dashboard (dist/stack/page/), where src/stack/page.ts
+// reads them. A fresh copy: a file removed from the page leaves none behind.
 import { cpSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

@@ -24,6 +24,7 @@ export const TEST_FILES = [
   'test/unit/user-collections.test.ts',
   'test/unit/stack.test.ts',
   'test/unit/import-graph.test.ts',
+  'test/unit/dashboard-page.test.ts',
   'test/sim/simulator.test.ts',
   'test/conformance/bus-memory.test.ts',
   'test/conformance/bus-rabbitmq.test.ts',

@@ -16,9 +16,24 @@ export interface ActivityLine {
   message: string;
 }
 
+/** A file of the page other than index.html: a script module or the stylesheet. */
+export interface PageFile {
+  /** Its Content-Type. */
+  type: string;
+  body: string;
+}
+
+/** The page (src/stack/page.ts loads it). */
+export interface DashboardPage {
+  /** GET / and /index.html. */
+  html: string;
+  /** Every other file, by its path (`/dashboard.js`): the only paths served besides the page and the API. */
+  files: ReadonlyMap<string, PageFile>;
+}
+
 export interface DashboardServerOptions {
-  /** The page (GET /). */
-  page: string;
+  /** The page: its HTML alone, or with the files it loads. */
+  page: string | DashboardPage;
   /** The whole state, as GET /api/state and the SSE `state` event send it. */
   snapshot: () => unknown;
   /** What a new SSE client gets first: the recent bus events and activity. */
@@ -39,10 +54,14 @@ export interface DashboardServerOptions {
 
 const MAX_BODY = 64 * 1024;
 
+/** The page and its files: scripts and styles only from this server, none inline. */
+const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'";
+
 /**
- * The dashboard: one page, a server-sent event stream (`/events`: `state`
- * whenever it changes, `bus` per event on the fanout exchanges, `activity`
- * per log line) and JSON actions under /api. Actions (which kill processes and
+ * The dashboard: one page (and the script modules and stylesheet it loads),
+ * a server-sent event stream (`/events`: `state` whenever it changes, `bus`
+ * per event on the fanout exchanges, `activity` per log line) and JSON
+ * actions under /api. Actions (which kill processes and
  * mint tokens) need the per-run token, or, on a loopback address only, a
  * browser's same-origin request (an Origin naming the loopback Host it was
  * sent to): a web page elsewhere, a rebound DNS name, or a client that simply
@@ -50,6 +69,7 @@ const MAX_BODY = 64 * 1024;
  */
 export class DashboardServer {
   readonly #o: DashboardServerOptions;
+  readonly #page: DashboardPage;
   readonly #server: Server;
   readonly #clients = new Set<ServerResponse>();
   readonly #keepAlive: NodeJS.Timeout;
@@ -58,6 +78,7 @@ export class DashboardServer {
 
   constructor(options: DashboardServerOptions) {
     this.#o = options;
+    this.#page = typeof options.page === 'string' ? { html: options.page, files: new Map() } : options.page;
     this.#server = createServer((req, res) => {
       this.#handle(req, res).catch((err: unknown) => {
         if (res.headersSent) return void res.end();
@@ -111,14 +132,7 @@ export class DashboardServer {
       switch (path) {
         case '/':
         case '/index.html':
-          res.writeHead(200, {
-            'content-type': 'text/html; charset=utf-8',
-            'cache-control': 'no-store',
-            'content-security-policy':
-              "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
-          });
-          res.end(this.#o.page);
-          return;
+          return servePage(res, 'text/html; charset=utf-8', this.#page.html);
         case '/events':
           return this.#events(req, res);
         case '/api/state':
@@ -131,8 +145,12 @@ export class DashboardServer {
           res.writeHead(204);
           res.end();
           return;
-        default:
+        default: {
+          // Only the page's own files, by exact path: nothing else on disk is reachable.
+          const file = this.#page.files.get(path);
+          if (file) return servePage(res, file.type, file.body);
           return send(res, 404, { error: 'not_found' });
+        }
       }
     }
     if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed' });
@@ -289,6 +307,17 @@ export class DashboardServer {
 /** Live state: never cached by the browser. */
 function send(res: ServerResponse, status: number, body: unknown): void {
   sendJson(res, status, body, { 'cache-control': 'no-store' });
+}
+
+/** The page or one of its files: rebuilt with the stack, so never cached either. */
+function servePage(res: ServerResponse, type: string, body: string): void {
+  res.writeHead(200, {
+    'content-type': type,
+    'cache-control': 'no-store',
+    'content-security-policy': CSP,
+    'x-content-type-options': 'nosniff',
+  });
+  res.end(body);
 }
 
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {

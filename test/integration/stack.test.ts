@@ -89,7 +89,11 @@ describe('cachecast stack', () => {
     assert.match(page.headers.get('content-type') ?? '', /text\/html/);
     const html = await page.text();
     assert.match(html, /<title>cachecast stack<\/title>/);
-    assert.match(html, /new EventSource\('\/events'\)/);
+    // The script is a module the page loads (no longer inlined): the live feed is in feed.js.
+    assert.match(html, /<script type="module" src="dashboard\.js"><\/script>/);
+    const feed = await fetch(`${stack.url}/feed.js`);
+    assert.match(feed.headers.get('content-type') ?? '', /text\/javascript/);
+    assert.match(await feed.text(), /new EventSource\('\/events'\)/);
   });
 
   it('streams the state over server-sent events', async () => {
