@@ -38,7 +38,10 @@ export type ErrorCode =
   | 'SOURCE_FAILED'
   // lifecycle (src/util/lifecycle.ts)
   /** A part did not close within its bound; the parts after it were closed regardless. */
-  | 'CLOSE_TIMEOUT';
+  | 'CLOSE_TIMEOUT'
+  // the stack (src/stack/page.ts)
+  /** The dashboard's page files are missing or incomplete (a broken install). */
+  | 'STACK_PAGE_INVALID';
 
 export class CachecastError extends Error {
   readonly code: ErrorCode;

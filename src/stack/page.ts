@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DashboardPage, PageFile } from './dashboard-server.ts';
+import { CachecastError } from '../errors.ts';
 
 /**
  * The dashboard page: src/stack/page/ (index.html, its stylesheet and its
@@ -27,21 +28,28 @@ export function loadPage(dir: string = PAGE_DIR): DashboardPage {
   const names = readdirSync(dir, { withFileTypes: true })
     .filter((entry) => entry.isFile() && !entry.name.startsWith('.'))
     .map((entry) => entry.name);
-  if (!names.includes('index.html')) throw new Error(`${dir}: the dashboard page has no index.html`);
+  if (!names.includes('index.html'))
+    throw new CachecastError('STACK_PAGE_INVALID', `${dir}: the dashboard page has no index.html`);
   const html = readFileSync(join(dir, 'index.html'), 'utf8');
   const files = new Map<string, PageFile>();
   for (const name of names) {
     if (name === 'index.html') continue;
     const type = TYPES[extname(name)];
     if (type === undefined) {
-      throw new Error(`${join(dir, name)}: the dashboard serves only ${Object.keys(TYPES).join(' ')} files`);
+      throw new CachecastError(
+        'STACK_PAGE_INVALID',
+        `${join(dir, name)}: the dashboard serves only ${Object.keys(TYPES).join(' ')} files`,
+      );
     }
     files.set(`/${name}`, { type, body: readFileSync(join(dir, name), 'utf8') });
   }
   const wanted = (from: string, ref: string): void => {
     const name = /^(?:\.?\/)?([\w-][\w.-]*)$/.exec(ref)?.[1];
     if (name === undefined || !files.has(`/${name}`)) {
-      throw new Error(`${join(dir, from)} refers to ${ref}, which is not a file of ${dir}`);
+      throw new CachecastError(
+        'STACK_PAGE_INVALID',
+        `${join(dir, from)} refers to ${ref}, which is not a file of ${dir}`,
+      );
     }
   };
   for (const [, ref] of html.matchAll(/<(?:link|script)\b[^>]*\b(?:href|src)="([^"]*)"/g)) {
