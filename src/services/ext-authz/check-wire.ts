@@ -22,21 +22,24 @@ const UNAUTHENTICATED = 16;
 /** envoy.type.v3.StatusCode.Unauthorized */
 const HTTP_UNAUTHORIZED = 401;
 
-/** Reads a varint at `pos`; returns the value and the next position, or -1 when malformed. Lengths fit 2^31. */
+/**
+ * A cursor over one request. After `next(end)`: `field` and `type` of the
+ * field read, and for a length-delimited one `pos` at its start and `to` at
+ * its end (other fields are skipped). One per request, no closure per field:
+ * this runs on every check.
+ */
 class Reader {
-  pos: number;
-  value = 0;
-  constructor(
-    readonly buf: Buffer,
-    start: number,
-    readonly end: number,
-  ) {
-    this.pos = start;
-  }
+  pos = 0;
+  field = 0;
+  type = 0;
+  to = 0;
+  #value = 0;
 
-  /** Reads a varint into `value`; false when truncated or longer than 10 bytes. */
-  varint(): boolean {
-    const { buf, end } = this;
+  constructor(readonly buf: Buffer) {}
+
+  /** Reads a varint; false when truncated or longer than 10 bytes. */
+  #varint(end: number): boolean {
+    const buf = this.buf;
     let value = 0;
     let mul = 1;
     for (let i = 0; i < 10; i++) {
@@ -45,7 +48,7 @@ class Reader {
       // Past 2^53 precision is lost, which only matters for values the check never reads.
       value += (b & 0x7f) * mul;
       if (b < 0x80) {
-        this.value = value;
+        this.#value = value;
         return true;
       }
       mul *= 128;
@@ -53,59 +56,36 @@ class Reader {
     return false;
   }
 
-  /** Reads a length prefix; false unless the bytes it announces are all there. */
-  length(): boolean {
-    return this.varint() && this.value <= this.end - this.pos;
-  }
-
-  /** Skips the value of a field of wire type `type`; false when malformed (groups included: proto3 has none). */
-  skip(type: number): boolean {
-    switch (type) {
+  /**
+   * Reads the next field before `end`; false when malformed (a truncated
+   * field, a length past the end, field 0, a group: proto3 has none).
+   */
+  next(end: number): boolean {
+    if (!this.#varint(end)) return false;
+    const tag = this.#value;
+    this.field = Math.floor(tag / 8);
+    this.type = tag & 7;
+    if (this.field === 0) return false;
+    switch (this.type) {
       case VARINT:
-        return this.varint();
+        return this.#varint(end);
       case I64:
-        return (this.pos += 8) <= this.end;
-      case LEN:
-        if (!this.length()) return false;
-        this.pos += this.value;
-        return true;
+        return (this.pos += 8) <= end;
       case I32:
-        return (this.pos += 4) <= this.end;
+        return (this.pos += 4) <= end;
+      case LEN:
+        if (!this.#varint(end) || this.#value > end - this.pos) return false;
+        this.to = this.pos + this.#value;
+        return true;
       default:
         return false;
     }
   }
-}
 
-/**
- * Walks the fields of the message in `buf[start, end)`, calling `onLen` for
- * each length-delimited field numbered in `wanted` and skipping the others.
- * A message field present twice is merged, as protobuf does: the callbacks
- * see both, in order.
- */
-function walk(
-  buf: Buffer,
-  start: number,
-  end: number,
-  onLen: (field: number, from: number, to: number) => boolean,
-): boolean {
-  const r = new Reader(buf, start, end);
-  while (r.pos < end) {
-    if (!r.varint()) return false;
-    const tag = r.value;
-    const field = Math.floor(tag / 8);
-    const type = tag & 7;
-    if (field === 0) return false;
-    if (type === LEN) {
-      if (!r.length()) return false;
-      const from = r.pos;
-      r.pos += r.value;
-      if (!onLen(field, from, r.pos)) return false;
-    } else if (!r.skip(type)) {
-      return false;
-    }
+  /** After a length-delimited field: past its end. */
+  skip(): void {
+    this.pos = this.to;
   }
-  return true;
 }
 
 const AUTHORIZATION = Buffer.from('authorization');
@@ -120,59 +100,89 @@ function isAuthorization(buf: Buffer, from: number, to: number): boolean {
 interface Found {
   /** From `headers`, the map Envoy fills by default: the last entry wins, as in a protobuf map. */
   fromMap: string | undefined;
-  /** From `header_map` (Envoy's encode_raw_headers): every value, joined as Envoy joins repeated headers. */
-  fromRaw: string[];
+  /** From `header_map` (Envoy's encode_raw_headers): each value, joined as Envoy joins repeated headers. */
+  fromRaw: string[] | undefined;
 }
 
-/** A `headers` map entry {1: key, 2: value}: either may be absent (then ""). */
-function mapEntry(buf: Buffer, from: number, to: number, found: Found): boolean {
+/**
+ * A header as {1: key, 2: value} (a `headers` map entry; either may be
+ * absent, then "") or {1: key, 2: value, 3: raw_value} (a HeaderValue of
+ * `header_map`, where encode_raw_headers fills raw_value). Only the
+ * authorization value is decoded.
+ */
+function header(r: Reader, end: number, found: Found, raw: boolean): boolean {
   let isAuth = false;
-  let value = '';
-  const ok = walk(buf, from, to, (field, a, b) => {
-    if (field === 1) isAuth = isAuthorization(buf, a, b);
-    else if (field === 2) value = buf.toString('utf8', a, b);
-    return true;
-  });
-  if (ok && isAuth) found.fromMap = value;
-  return ok;
+  let value = -1;
+  let valueEnd = -1;
+  let rawValue = -1;
+  let rawEnd = -1;
+  while (r.pos < end) {
+    if (!r.next(end)) return false;
+    if (r.type !== LEN) continue;
+    if (r.field === 1) isAuth = isAuthorization(r.buf, r.pos, r.to);
+    else if (r.field === 2) [value, valueEnd] = [r.pos, r.to];
+    else if (r.field === 3 && raw) [rawValue, rawEnd] = [r.pos, r.to];
+    r.skip();
+  }
+  if (!isAuth) return true;
+  if (!raw) {
+    found.fromMap = value < 0 ? '' : r.buf.toString('utf8', value, valueEnd);
+  } else {
+    const text =
+      rawValue >= 0
+        ? r.buf.toString('utf8', rawValue, rawEnd)
+        : value >= 0
+          ? r.buf.toString('utf8', value, valueEnd)
+          : '';
+    (found.fromRaw ??= []).push(text);
+  }
+  return true;
 }
 
-/** A config.core.v3.HeaderValue {1: key, 2: value, 3: raw_value}: raw_value is what encode_raw_headers fills. */
-function headerValue(buf: Buffer, from: number, to: number, found: Found): boolean {
-  let isAuth = false;
-  let value: string | undefined;
-  let raw: string | undefined;
-  const ok = walk(buf, from, to, (field, a, b) => {
-    if (field === 1) isAuth = isAuthorization(buf, a, b);
-    else if (field === 2) value = buf.toString('utf8', a, b);
-    else if (field === 3) raw = buf.toString('utf8', a, b);
-    return true;
-  });
-  if (ok && isAuth) found.fromRaw.push(raw ?? value ?? '');
-  return ok;
+/**
+ * The path to the header, one level per field number: CheckRequest.attributes = 1,
+ * AttributeContext.request = 4, Request.http = 2; then HttpRequest.headers = 3
+ * (map entries) or header_map = 13 (HeaderMap.headers = 1). Unknown fields and
+ * the other fields' contents are skipped unread.
+ */
+const PATH = [1, 4, 2] as const;
+const HEADERS = 3;
+const HEADER_MAP = 13;
+const HEADER_MAP_HEADERS = 1;
+
+/**
+ * Walks the message in [r.pos, end) at `depth` of PATH. A message field
+ * present twice is merged, as protobuf does: both are walked, in order.
+ */
+function walk(r: Reader, end: number, depth: number, found: Found): boolean {
+  while (r.pos < end) {
+    if (!r.next(end)) return false;
+    if (r.type !== LEN) continue;
+    const to = r.to;
+    let ok = true;
+    if (depth < PATH.length) {
+      if (r.field === PATH[depth]) ok = walk(r, to, depth + 1, found);
+    } else if (depth === PATH.length) {
+      if (r.field === HEADERS) ok = header(r, to, found, false);
+      else if (r.field === HEADER_MAP) ok = walk(r, to, depth + 1, found);
+    } else if (r.field === HEADER_MAP_HEADERS) {
+      ok = header(r, to, found, true);
+    }
+    if (!ok) return false;
+    r.pos = to;
+  }
+  return true;
 }
 
 /**
  * The authorization header of a CheckRequest
- * (attributes[1].request[4].http[2].headers[3], else .header_map[13].headers[1]),
- * `undefined` when absent, or MALFORMED. Envoy lower-cases header names.
+ * (attributes.request.http.headers, else .header_map), `undefined` when
+ * absent, or MALFORMED. Envoy lower-cases header names.
  */
 export function readAuthorization(buf: Buffer): string | undefined | typeof MALFORMED {
-  const found: Found = { fromMap: undefined, fromRaw: [] };
-  const httpRequest = (field: number, a: number, b: number): boolean =>
-    field === 3
-      ? mapEntry(buf, a, b, found)
-      : field === 13
-        ? walk(buf, a, b, (f, c, d) => (f === 1 ? headerValue(buf, c, d, found) : true))
-        : true;
-  const request = (field: number, a: number, b: number): boolean =>
-    field === 2 ? walk(buf, a, b, httpRequest) : true;
-  const attributes = (field: number, a: number, b: number): boolean =>
-    field === 4 ? walk(buf, a, b, request) : true;
-  const ok = walk(buf, 0, buf.length, (field, a, b) => (field === 1 ? walk(buf, a, b, attributes) : true));
-  if (!ok) return MALFORMED;
-  if (found.fromMap !== undefined) return found.fromMap;
-  return found.fromRaw.length > 0 ? found.fromRaw.join(',') : undefined;
+  const found: Found = { fromMap: undefined, fromRaw: undefined };
+  if (!walk(new Reader(buf), buf.length, 0, found)) return MALFORMED;
+  return found.fromMap ?? found.fromRaw?.join(',');
 }
 
 // ---------------------------------------------------------------- encoding

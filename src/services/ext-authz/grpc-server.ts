@@ -1,6 +1,7 @@
 import { constants, createServer } from 'node:http2';
 import type { Http2Server, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
 import type { Authorizer } from './authorizer.ts';
 import type { AuthzDecision } from './decision.ts';
 import { checkResponseFrame, MALFORMED, readAuthorization } from './check-wire.ts';
@@ -29,22 +30,29 @@ const REVOCATION_UNAVAILABLE: AuthzDecision = { allow: false, reason: 'revocatio
 /** grpc-timeout: at most 8 digits and a unit (the gRPC over HTTP/2 spec). */
 const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
+/** How often calls past their grpc-timeout are answered: one timer for all, not one per call. */
+const DEADLINE_SWEEP_MS = 5;
 const ignore = (): void => undefined;
+function sendOkTrailers(this: ServerHttp2Stream): void {
+  this.sendTrailers(OK_TRAILERS);
+}
 
 /** One call: the request message as it arrives, and whether it was answered. */
 interface Call {
   stream: ServerHttp2Stream;
-  chunks: Buffer[];
+  /** The first chunk; most requests arrive in one. */
+  first: Buffer | undefined;
+  more: Buffer[] | undefined;
   bytes: number;
   done: boolean;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() past which the call is answered DEADLINE_EXCEEDED; 0: none. */
+  deadline: number;
 }
 
 /** A trailers-only answer: the status in the HEADERS frame that ends the stream, no message. */
 function fail(call: Call, code: number, message: string): void {
   if (call.done) return;
   call.done = true;
-  if (call.timer) clearTimeout(call.timer);
   const { stream } = call;
   if (stream.destroyed || stream.headersSent) return;
   stream.respond(
@@ -63,13 +71,16 @@ function fail(call: Call, code: number, message: string): void {
 function answer(call: Call, decision: AuthzDecision): void {
   if (call.done) return;
   call.done = true;
-  if (call.timer) clearTimeout(call.timer);
   const { stream } = call;
   // Cancelled by the client (RST_STREAM) or its connection gone: nothing to say.
   if (stream.destroyed) return;
   stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-  stream.once('wantTrailers', () => stream.sendTrailers(OK_TRAILERS));
+  stream.on('wantTrailers', sendOkTrailers);
   stream.end(checkResponseFrame(decision));
+}
+
+function received(call: Call): Buffer {
+  return call.more ? Buffer.concat([call.first!, ...call.more]) : call.first!;
 }
 
 /**
@@ -77,12 +88,16 @@ function answer(call: Call, decision: AuthzDecision): void {
  * exactly as the HTTP service does: gRPC framing, the one header the check
  * reads, and answers encoded once (check-wire.ts). Replaces a grpc-js
  * server whose generic machinery (a full protobufjs decode of the request,
- * interceptors, metadata objects) cost twice the HTTP check.
+ * interceptors, metadata objects) cost more than the node:http2 stream
+ * itself.
  */
 export class AuthzGrpcServer {
   readonly server: Http2Server;
   readonly #authorizer: Authorizer;
   readonly #sessions = new Set<Http2Session>();
+  /** Calls with a grpc-timeout, not yet answered. */
+  readonly #timed = new Set<Call>();
+  #sweeper: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(authorizer: Authorizer) {
@@ -91,7 +106,7 @@ export class AuthzGrpcServer {
     this.server.on('session', (session: Http2Session) => {
       this.#sessions.add(session);
       session.on('error', ignore); // a connection reset: its streams are gone, the server goes on
-      session.once('close', () => this.#sessions.delete(session));
+      session.on('close', () => this.#sessions.delete(session));
       // Too late for this one: the listener was closed while it connected.
       if (this.#closing) session.close();
     });
@@ -107,7 +122,7 @@ export class AuthzGrpcServer {
       stream.close(NGHTTP2_NO_ERROR);
       return;
     }
-    const call: Call = { stream, chunks: [], bytes: 0, done: false, timer: undefined };
+    const call: Call = { stream, first: undefined, more: undefined, bytes: 0, done: false, deadline: 0 };
     const path = headers[HTTP2_HEADER_PATH];
     if (path !== CHECK_PATH) {
       return fail(call, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path)}`);
@@ -132,26 +147,38 @@ export class AuthzGrpcServer {
     if (timeout !== undefined) {
       const match = TIMEOUT.exec(timeout as string);
       if (!match) return fail(call, GrpcStatus.INTERNAL, `Invalid grpc-timeout value "${String(timeout)}"`);
-      const ms = Number(match[1]) * UNIT_MS[match[2]!]!;
-      call.timer = setTimeout(() => fail(call, GrpcStatus.DEADLINE_EXCEEDED, 'Deadline exceeded'), ms);
+      call.deadline = performance.now() + Number(match[1]) * UNIT_MS[match[2]!]!;
+      this.#timed.add(call);
+      if (!this.#sweeper) {
+        this.#sweeper = setInterval(() => this.#sweep(), DEADLINE_SWEEP_MS);
+        this.#sweeper.unref(); // open connections hold the process, not a deadline
+      }
     }
     stream.on('data', (chunk: Buffer) => this.#onData(call, chunk));
-    stream.once('end', () => this.#onEnd(call));
-    stream.once('close', () => {
-      // Cancelled or cut before its answer: the deadline timer has nothing left to do.
-      if (!call.done && call.timer) clearTimeout(call.timer);
-      call.done = true;
-    });
+    stream.on('end', () => this.#onEnd(call));
+  }
+
+  /** Answers the calls past their deadline; forgets the answered and the cancelled. */
+  #sweep(): void {
+    const now = performance.now();
+    for (const call of this.#timed) {
+      if (call.deadline <= now) fail(call, GrpcStatus.DEADLINE_EXCEEDED, 'Deadline exceeded');
+      if (call.done || call.stream.destroyed) this.#timed.delete(call);
+    }
+    if (this.#timed.size === 0) {
+      clearInterval(this.#sweeper);
+      this.#sweeper = undefined;
+    }
   }
 
   #onData(call: Call, chunk: Buffer): void {
     if (call.done) return;
-    call.chunks.push(chunk);
+    if (call.first) (call.more ??= []).push(chunk);
+    else call.first = chunk;
     call.bytes += chunk.length;
     // A unary call carries one message; its prefix says how long it is before the rest is buffered.
     if (call.bytes >= 5) {
-      const head = call.chunks.length === 1 ? chunk : Buffer.concat(call.chunks);
-      const length = head.readUInt32BE(1);
+      const length = (call.first.length >= 5 ? call.first : received(call)).readUInt32BE(1);
       if (length > MAX_MESSAGE_BYTES) {
         return fail(
           call,
@@ -170,7 +197,7 @@ export class AuthzGrpcServer {
     if (call.bytes === 0) {
       return fail(call, GrpcStatus.UNIMPLEMENTED, `Received no request message for ${CHECK_PATH}`);
     }
-    const frame = call.chunks.length === 1 ? call.chunks[0]! : Buffer.concat(call.chunks);
+    const frame = received(call);
     if (frame.length < 5 || frame.length !== 5 + frame.readUInt32BE(1)) {
       return fail(call, GrpcStatus.INTERNAL, 'Incomplete message at the end of the stream');
     }
@@ -220,6 +247,8 @@ export class AuthzGrpcServer {
       // Resolves once the listener is closed and every session has ended.
       this.server.close(() => {
         clearTimeout(force);
+        clearInterval(this.#sweeper);
+        this.#sweeper = undefined;
         resolve();
       });
     });
