@@ -469,7 +469,7 @@ function grpcDriver(target: Target, body: string, allowBytes: number, denyBytes:
       const odd = allAllowed
         ? 0
         : Math.max(1, Math.round(Math.abs(extra) / Math.abs(denyBytes - allowBytes)));
-        console.log({ extra, allowBytes, n: slice.latencies.length });
+      console.log({ extra, allowBytes, n: slice.latencies.length });
       return { ...slice, failures: slice.failures + odd, clientCpuMs: slice.generatorCpuMs };
     },
     close() {},
