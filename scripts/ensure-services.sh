@@ -4,7 +4,8 @@
 # missing on Debian/Ubuntu as root -> install from the distribution's packages;
 # otherwise print exactly what to run and exit non-zero.
 # Also installs the test peers with --test-peers: python3-kombu, python3-celery, python3-redis
-# (interop), nginx-light (auth_request in front of ext-authz), chromium (the dashboard test).
+# (interop), nginx-light (auth_request in front of ext-authz), chromium (the dashboard test),
+# nghttp2-client (h2load: the authz bench's HTTP and gRPC load generator).
 set -euo pipefail
 
 want_peers=0
@@ -103,6 +104,11 @@ ensure_peers() {
   if [[ ! -x /usr/bin/chromium ]]; then
     can_install || { log "missing test peer: apt-get install chromium"; exit 1; }
     apt_install chromium
+  fi
+  # h2load drives ext-authz's HTTP and gRPC checks in the authz bench without being the bottleneck.
+  if ! command -v h2load >/dev/null; then
+    can_install || { log "missing test peer: apt-get install nghttp2-client"; exit 1; }
+    apt_install nghttp2-client
   fi
 }
 

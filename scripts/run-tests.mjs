@@ -42,6 +42,7 @@ export const TEST_FILES = [
   'test/integration/match-worker-limits.test.ts',
   'test/integration/auth-revocations.test.ts',
   'test/integration/ext-authz.test.ts',
+  'test/integration/ext-authz-grpc-edges.test.ts',
   'test/integration/cache-aside.test.ts',
   'test/integration/cache-alerts.test.ts',
   'test/integration/cache-catalog.test.ts',

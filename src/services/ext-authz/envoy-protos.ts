@@ -13,7 +13,11 @@ export const EXTERNAL_AUTH_PROTO = 'envoy/service/auth/v3/external_auth.proto';
 
 let loaded: grpc.ServiceClientConstructor | undefined;
 
-/** `envoy.service.auth.v3.Authorization`, loaded once (about 80 ms of parsing). */
+/**
+ * `envoy.service.auth.v3.Authorization` as a grpc-js client, loaded once
+ * (about 80 ms of parsing): what the tests call the server with, as Envoy
+ * would. The server itself reads the wire format (check-wire.ts).
+ */
 export function authorizationService(): grpc.ServiceClientConstructor {
   if (!loaded) {
     const definition = protoLoader.loadSync(EXTERNAL_AUTH_PROTO, {

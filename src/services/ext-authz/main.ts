@@ -13,7 +13,7 @@ import { openService } from '../open-service.ts';
 import { Authorizer } from './authorizer.ts';
 import { loadExtAuthzConfig } from './config.ts';
 import { DecisionLog } from './decision.ts';
-import { bindGrpc, createAuthzGrpcServer, shutdownGrpc } from './grpc-server.ts';
+import { AuthzGrpcServer } from './grpc-server.ts';
 import { AuthzHttpServer } from './http-server.ts';
 import { registerAuthzMetrics } from './metrics.ts';
 import type { RevocationList } from './revocation-check.ts';
@@ -60,8 +60,8 @@ export const startExtAuthz: ServiceStarter = async (env) => {
     });
     const http = new AuthzHttpServer(authorizer);
     parts.add('http server', () => http.close());
-    const grpc = createAuthzGrpcServer(authorizer);
-    parts.add('grpc server', () => shutdownGrpc(grpc));
+    const grpc = new AuthzGrpcServer(authorizer);
+    parts.add('grpc server', () => grpc.close());
 
     let listening = false;
     const admin = new AdminServer({
@@ -87,7 +87,7 @@ export const startExtAuthz: ServiceStarter = async (env) => {
     else await redis.connected;
     // Only a synced instance answers: an unsynced one would let revoked tokens through.
     const port = await http.listen(own.port, own.host);
-    const grpcPort = await bindGrpc(grpc, own.host, own.grpcPort);
+    const grpcPort = await grpc.listen(own.grpcPort, own.host);
     listening = true;
     logger.info({ port, grpcPort, adminPort, blacklist: own.blacklist }, 'ext-authz ready');
     return {
