@@ -23,7 +23,7 @@ import { memoryDriver } from 'bentocache/drivers/memory';
 import { redisBusDriver, redisDriver } from 'bentocache/drivers/redis';
 import { RabbitMQBus } from '../src/amqp/rabbitmq-bus.ts';
 import type { Bus } from '../src/bus/bus.ts';
-import { blacklistKeys } from '../src/datasets/blacklist.ts';
+import { BLACKLIST_TOPIC, blacklistKeys } from '../src/datasets/blacklist.ts';
 import { silentLogger } from '../src/logger.ts';
 import { connectRedis } from '../src/redis/client.ts';
 import type { ManagedRedis } from '../src/redis/client.ts';
@@ -68,7 +68,7 @@ interface Pending {
 export class ReaderPool {
   readonly #procs: ChildProcess[] = [];
   #pending: Pending | undefined;
-  readonly #waiting = new Map<string, { left: number; done: () => void }>();
+  readonly #waiting = new Map<string, { left: number; done: () => void; fail: (err: Error) => void }>();
   #failure: string | undefined;
 
   private constructor() {}
@@ -106,6 +106,8 @@ export class ReaderPool {
     if (m.op === 'failed') {
       this.#failure = m.error;
       console.error(`reader: ${m.error}`);
+      for (const w of this.#waiting.values()) w.fail(new Error(m.error));
+      this.#waiting.clear();
       return;
     }
     const w = this.#waiting.get(`${m.op}:${m.sys}`);
@@ -121,8 +123,8 @@ export class ReaderPool {
     procs: number,
     send: (i: number) => ToReader,
   ): Promise<void> {
-    const done = new Promise<void>((resolve) =>
-      this.#waiting.set(`${op}:${sys}`, { left: procs, done: resolve }),
+    const done = new Promise<void>((resolve, reject) =>
+      this.#waiting.set(`${op}:${sys}`, { left: procs, done: resolve, fail: reject }),
     );
     for (let i = 0; i < procs; i++) this.#procs[i]!.send(send(i));
     await withTimeout(done, 120_000, `${procs} readers ${op} ${sys}`);
@@ -264,7 +266,14 @@ export async function openWriters(rabbitmqUrl: string, redisUrl: string, suffix:
     redis,
     bases.cc,
   );
-  const stream = await CachecastWriter.open(new StreamBus(rabbitmqUrl), redis, bases.stream);
+  const streamBus = new StreamBus(rabbitmqUrl);
+  const stream = await CachecastWriter.open(streamBus, redis, bases.stream);
+  await streamBus.prepare(BLACKLIST_TOPIC);
+  await sleepMs(500); // the stream's writer starts after the declare returns
+  // A first revocation gives each key base its epoch before any replica loads
+  // it: an event in a new epoch makes a replica reload rather than apply it.
+  await persistent.revoke(nextJti());
+  await stream.revoke(nextJti());
   return {
     redis,
     bento,

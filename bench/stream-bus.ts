@@ -76,6 +76,11 @@ export class StreamBus implements Bus {
     return declared;
   }
 
+  /** Declares the topic's stream ahead of the subscribers (it starts asynchronously). */
+  async prepare(topic: string): Promise<void> {
+    await this.#declare(streamName(topic));
+  }
+
   async publish(topic: string, body: Buffer | string, options: PublishOptions = {}): Promise<void> {
     const stream = streamName(topic);
     await this.#declare(stream);
@@ -96,7 +101,7 @@ export class StreamBus implements Bus {
     const stream = streamName(topic);
     let first = true;
     let consumer: Consumer | undefined;
-    await new Promise<void>((resolve, reject) => {
+    await new Promise<void>((resolve) => {
       consumer = this.#connection.createConsumer(
         {
           queue: stream,
@@ -126,10 +131,9 @@ export class StreamBus implements Bus {
         }
         options.onReady?.();
       });
-      consumer.once('error', (err: unknown) => {
-        if (first) reject(err instanceof Error ? err : new Error(String(err)));
-        options.onError?.(err);
-      });
+      // The client sets the consumer up again after an error (a stream just
+      // declared may not have started yet: stream_not_found), so only report it.
+      consumer.on('error', (err: unknown) => options.onError?.(err));
     });
     this.#consumers.push(consumer!);
     return {
