@@ -75,17 +75,16 @@ export class ReaderPool {
 
   static async spawn(n: number): Promise<ReaderPool> {
     const pool = new ReaderPool();
+    const hello = new Promise<void>((resolve, reject) =>
+      pool.#waiting.set('hello', { left: n, done: resolve, fail: reject }),
+    );
     const script = join(import.meta.dirname, 'propagation-reader.ts');
     for (let i = 0; i < n; i++) {
       const child = fork(script, [], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
       child.on('message', (m: FromReader) => pool.#onMessage(m));
       pool.#procs.push(child);
     }
-    await Promise.all(
-      pool.#procs.map(
-        (c) => new Promise<void>((resolve) => (c.connected ? resolve() : c.once('spawn', resolve))),
-      ),
-    );
+    await withTimeout(hello, 180_000, `${n} reader processes to start`);
     return pool;
   }
 
@@ -110,9 +109,10 @@ export class ReaderPool {
       this.#waiting.clear();
       return;
     }
-    const w = this.#waiting.get(`${m.op}:${m.sys}`);
+    const id = m.op === 'hello' ? 'hello' : `${m.op}:${m.sys}`;
+    const w = this.#waiting.get(id);
     if (w && --w.left === 0) {
-      this.#waiting.delete(`${m.op}:${m.sys}`);
+      this.#waiting.delete(id);
       w.done();
     }
   }

@@ -44,6 +44,8 @@ export type ToReader =
   | { op: 'exit' };
 
 export type FromReader =
+  /** Sent once the process listens: a message sent before that would be lost. */
+  | { op: 'hello' }
   | { op: 'opened'; sys: ReaderSystem }
   | { op: 'closed'; sys: ReaderSystem }
   | { op: 'saw'; sys: ReaderSystem; key: string; value?: number }
@@ -168,3 +170,4 @@ process.on('message', (m: ToReader) => {
   handle(m).catch((err: unknown) => send({ op: 'failed', error: String(err) }));
 });
 process.on('disconnect', () => process.exit(0));
+send({ op: 'hello' });
