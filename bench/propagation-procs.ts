@@ -212,7 +212,16 @@ export class CachecastWriter {
 
   static async open(bus: Bus, redis: ManagedRedis, base: string): Promise<CachecastWriter> {
     await until(() => bus.state === 'up', 'the writer bus');
-    return new CachecastWriter(bus, new Revocations({ redis: redis.client, bus, keys: blacklistKeys(base) }));
+    return new CachecastWriter(
+      bus,
+      new Revocations({
+        redis: redis.client,
+        bus,
+        keys: blacklistKeys(base),
+        // A loaded machine may confirm late; the bench waits rather than leave it to the drainer.
+        publishWaitMs: 10_000,
+      }),
+    );
   }
 
   async revoke(jti: string): Promise<void> {

@@ -58,7 +58,8 @@ interface Opened {
 const opened = new Map<ReaderSystem, Opened>();
 
 function send(message: FromReader): void {
-  process.send?.(message);
+  // The callback takes a write error (the coordinator gone) instead of an 'error' event.
+  if (process.connected) process.send?.(message, undefined, undefined, () => undefined);
 }
 
 async function openReplicas(sys: 'cc' | 'stream', m: Extract<ToReader, { op: 'open' }>): Promise<Opened> {
