@@ -293,8 +293,15 @@ export async function openWriters(rabbitmqUrl: string, redisUrl: string, suffix:
     async close() {
       await persistent.close();
       await transient.close();
+      await streamBus.drop(BLACKLIST_TOPIC);
       await stream.close();
       await bento.disconnectAll();
+      // This run's keys only: the key bases carry the run's suffix.
+      for (const pattern of [`bench:prop:${suffix}:*`, `${bases.bento}*`]) {
+        for await (const keys of redis.client.scanIterator({ MATCH: pattern, COUNT: 1000 })) {
+          if (keys.length > 0) await redis.client.unlink(keys);
+        }
+      }
       await redis.close();
     },
   };

@@ -81,6 +81,11 @@ export class StreamBus implements Bus {
     await this.#declare(streamName(topic));
   }
 
+  /** Deletes the topic's stream (the bench's clean-up). */
+  async drop(topic: string): Promise<void> {
+    await this.#connection.queueDelete({ queue: streamName(topic) }).catch(() => undefined);
+  }
+
   async publish(topic: string, body: Buffer | string, options: PublishOptions = {}): Promise<void> {
     const stream = streamName(topic);
     await this.#declare(stream);
