@@ -151,13 +151,14 @@ export class ReaderPool {
     key: string,
     value: number | undefined,
     write: () => Promise<unknown>,
+    timeoutMs = TIMEOUT_MS,
   ): Promise<number> {
     const seen = new Promise<void>((done) => {
       this.#pending = { sys, key, value, remaining: readers, done };
     });
     const start = nowNs();
     const written = write();
-    await withTimeout(seen, TIMEOUT_MS, `${sys} ${key} in ${readers} readers`);
+    await withTimeout(seen, timeoutMs, `${sys} ${key} in ${readers} readers`);
     const ms = Number(nowNs() - start) / 1e6;
     await written;
     if (this.#failure) throw new Error(this.#failure);

@@ -64,6 +64,18 @@ export async function crossProcessRounds(
         await pool.open('stream', procs, perProc, { ...common, base: systems.bases.stream });
       if (withBento) await pool.open('bento', procs, 1, { ...common, base: systems.bases.bento, key: 'k' });
       if (withBento) {
+        // BentoCache's Redis bus subscribes in the background: write until every reader saw a change.
+        for (let attempt = 1; ; attempt++) {
+          const value = ++seq;
+          const probe = pool.time('bento', n, 'k', value, () => systems.bento.set({ key: 'k', value }), 2000);
+          if (
+            await probe.then(
+              () => true,
+              () => attempt >= 15,
+            )
+          )
+            break;
+        }
         const s = { cc: [] as number[], bento: [] as number[] };
         for (let i = 0; i < WARMUP + VERSUS_EVENTS; i++) {
           const bentoFirst = i % 2 === 0;
