@@ -25,11 +25,22 @@ import type { Dataset } from '../src/replica/dataset.ts';
 import { ReplicatedCache } from '../src/replica/replicated-cache.ts';
 import { MemorySource } from '../src/sources/memory-source.ts';
 import type { Row } from './lib.ts';
-import { fmt, nowNs, percentile, printRows, benchRabbitmqUrl, row, tick, writeResult } from './lib.ts';
+import {
+  fmt,
+  nowNs,
+  percentile,
+  printRows,
+  benchRabbitmqUrl,
+  REDIS_BENCH_URL,
+  row,
+  tick,
+  writeResult,
+} from './lib.ts';
+import { crossProcessRounds } from './propagation-rounds.ts';
 
 const RABBITMQ_URL = benchRabbitmqUrl();
 
-const SIZES = (process.env.BENCH_PROPAGATION_SIZES ?? '2,8,32').split(',').map(Number);
+const SIZES = (process.env.BENCH_PROPAGATION_SIZES ?? '2,8,32').split(',').filter(Boolean).map(Number);
 // 1000 rather than ~300: a run takes seconds, and p99 of 300 samples is just the 3rd-worst one.
 const EVENTS = Number(process.env.BENCH_PROPAGATION_EVENTS ?? 1000);
 const WARMUP = 15;
@@ -240,19 +251,32 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    await cleanup(dataset.topic, rawExchanges);
+  }
+  printRows(`propagation publish -> applied in every replica, ${EVENTS} events per size`, rows);
+  const procs = await crossProcessRounds(RABBITMQ_URL, REDIS_BENCH_URL, suffix);
+  printRows('propagation across processes', procs.rows);
+  writeResult(
+    'propagation',
+    [...rows, ...procs.rows],
+    [
+      `${EVENTS} sequential blacklist_added events per size (after ${WARMUP} warm-up), one event in flight; all replicas, consumers and the publisher share one Node process on this machine.`,
+      'Detection polls has(jti) every event-loop turn (setImmediate) for replicas and raw consumers alike.',
+      'The ceiling (1 plain consumer on an exclusive queue) and the raw N-consumer fanouts (exclusive transient queues; durable queues with persistent messages as RabbitMQBus uses) were measured interleaved, event by event, with the replica runs.',
+      ...procs.notes,
+    ],
+  );
+}
+
+async function cleanup(topic: string, rawExchanges: Record<string, string>): Promise<void> {
+  {
     const admin = new Connection(RABBITMQ_URL);
     admin.on('error', () => undefined);
-    for (const exchange of [dataset.topic, ...Object.values(rawExchanges)]) {
+    for (const exchange of [topic, ...Object.values(rawExchanges)]) {
       await admin.exchangeDelete({ exchange }).catch(() => undefined);
     }
     await admin.close();
   }
-  printRows(`propagation publish -> applied in every replica, ${EVENTS} events per size`, rows);
-  writeResult('propagation', rows, [
-    `${EVENTS} sequential blacklist_added events per size (after ${WARMUP} warm-up), one event in flight; all replicas, consumers and the publisher share one Node process on this machine.`,
-    'Detection polls has(jti) every event-loop turn (setImmediate) for replicas and raw consumers alike.',
-    'The ceiling (1 plain consumer on an exclusive queue) and the raw N-consumer fanouts (exclusive transient queues; durable queues with persistent messages as RabbitMQBus uses) were measured interleaved, event by event, with the replica runs.',
-  ]);
 }
 
 await main();

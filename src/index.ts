@@ -19,7 +19,7 @@ export type {
 export { MemoryBroker, MemoryBus } from './bus/memory-bus.ts';
 export type { MemoryBusOptions } from './bus/memory-bus.ts';
 export { RabbitMQBus } from './amqp/rabbitmq-bus.ts';
-export type { RabbitMQBusOptions } from './amqp/rabbitmq-bus.ts';
+export type { EventDelivery, RabbitMQBusOptions } from './amqp/rabbitmq-bus.ts';
 export { normalizeRabbitMQBusOptions } from './amqp/rabbitmq-bus.ts';
 export { parseAmqpUrls } from './amqp/url.ts';
 export { normalizeAmqpConnectionOptions, openAmqpConnection } from './amqp/connection.ts';

@@ -14,7 +14,7 @@ import { StateEmitter } from '../bus/state-emitter.ts';
 import { CachecastError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
-import { countOption, msOption, stringOption } from '../options.ts';
+import { countOption, msOption, oneOfOption, stringOption } from '../options.ts';
 import { redactUrl } from '../util/redact.ts';
 import { bodyBytes } from './body.ts';
 import { withConfirmTimeout } from './confirm-timeout.ts';
@@ -49,8 +49,20 @@ export interface RabbitMQBusOptions {
   queueExpiresMs?: number;
   /** Unacknowledged messages in flight per subscription. @default 256 */
   prefetch?: number;
+  /**
+   * How events are written into the durable per-instance queues. 'persistent'
+   * (delivery mode 2): the broker confirms once the message is on disk, and it
+   * survives a broker restart. 'transient': confirmed once enqueued, kept in
+   * memory only, so a broker restart drops what was not yet delivered; the
+   * replicas resync on the reconnect that the restart forces, so they do not
+   * miss it. Per-publish `transient` (heartbeats) applies either way.
+   * @default 'persistent'
+   */
+  eventDelivery?: EventDelivery;
   logger?: Logger;
 }
+
+export type EventDelivery = 'persistent' | 'transient';
 
 export interface ResolvedRabbitMQBusOptions {
   instanceId: string;
@@ -59,6 +71,7 @@ export interface ResolvedRabbitMQBusOptions {
   publishTimeoutMs: number;
   queueExpiresMs: number;
   prefetch: number;
+  eventDelivery: EventDelivery;
   logger: Logger;
 }
 
@@ -81,6 +94,12 @@ export function normalizeRabbitMQBusOptions(options: RabbitMQBusOptions): Resolv
     publishTimeoutMs,
     queueExpiresMs: msOption('queueExpiresMs', options.queueExpiresMs, 600_000, 1),
     prefetch: countOption('prefetch', options.prefetch, 256, 1, 65_535),
+    eventDelivery: oneOfOption(
+      'eventDelivery',
+      options.eventDelivery,
+      ['persistent', 'transient'] as const,
+      'persistent',
+    ),
     logger: options.logger ?? silentLogger,
   };
 }
@@ -163,7 +182,7 @@ export class RabbitMQBus implements Bus {
         {
           exchange: topic,
           routingKey: '',
-          durable: !options.transient,
+          durable: !options.transient && this.#options.eventDelivery === 'persistent',
           ...(options.transient ? { expiration: String(options.transient.expiresMs) } : {}),
           contentType: JSON_CONTENT_TYPE,
           // With an encoding set the client hands consumers the exact bytes,

@@ -49,6 +49,14 @@ describe('RabbitMQ bus options', () => {
     assert.ok(normalizeRabbitMQBusOptions({ url }).instanceId.length > 0);
     assert.throws(() => normalizeRabbitMQBusOptions({ url, prefetch: 0 }), RangeError);
   });
+
+  it('sends events persistent unless told transient, and refuses any other delivery', () => {
+    assert.equal(normalizeRabbitMQBusOptions({ url }).eventDelivery, 'persistent');
+    assert.equal(normalizeRabbitMQBusOptions({ url, eventDelivery: 'transient' }).eventDelivery, 'transient');
+    assert.throws(() =>
+      normalizeRabbitMQBusOptions({ url, eventDelivery: 'lazy' as unknown as 'transient' }),
+    );
+  });
 });
 
 describe('match worker options', () => {
