@@ -5,6 +5,11 @@ usage:
       send_task("character.match_reward", queue="character.match") then
       AsyncResult.get(), n times in sequence (after `warmup` unmeasured ones);
       no Celery configuration beyond the two URLs.
+  celery_latency.py burst <amqp url> <redis url> <n> <warmup> <classification json>
+      throughput: `warmup` tasks in sequence, then n send_task calls in a row
+      (no wait between them), then AsyncResult.get() on each; prints
+      {"tasks_per_s": n / (time from the first send to the last result),
+      "errors": k}. One Python sender: its own send rate bounds the figure.
   celery_latency.py echo-worker <amqp url> <redis url> <queue>
       the ceilings' far end: a bare kombu consumer that stores a result in
       Redis (SETEX + PUBLISH in one pipeline) for each message, then acks. On
@@ -45,6 +50,28 @@ if mode == "celery":
         if i >= int(warmup):
             latencies.append(elapsed)
     print(json.dumps({"latencies_ms": latencies, "errors": errors}), flush=True)
+
+elif mode == "burst":
+    from celery import Celery
+
+    broker, backend, n, warmup, raw = sys.argv[2:7]
+    app = Celery(broker=broker, backend=backend)
+    classification = json.loads(raw)
+    send = lambda: app.send_task(  # noqa: E731
+        "character.match_reward", args=[classification], queue="character.match"
+    )
+    for _ in range(int(warmup)):
+        send().get(timeout=30)
+    errors = 0
+    started = time.perf_counter()
+    results = [send() for _ in range(int(n))]
+    for result in results:
+        try:
+            result.get(timeout=60)
+        except Exception:  # noqa: BLE001
+            errors += 1
+    elapsed = time.perf_counter() - started
+    print(json.dumps({"tasks_per_s": int(n) / elapsed, "errors": errors}), flush=True)
 
 elif mode == "echo-worker":
     import redis
