@@ -58,7 +58,7 @@ const PYTHON = '/usr/bin/python3';
 const INTEROP = join(import.meta.dirname, '..', 'test', 'interop');
 const N = Number(process.env.BENCH_CELERY_TASKS ?? 1000);
 const WARMUP = 50; // unmeasured tasks at the start of each run
-const BURST = Number(process.env.BENCH_CELERY_BURST ?? 1000); // tasks per burst, one burst per round
+const BURST = Number(process.env.BENCH_CELERY_BURST ?? 500); // tasks per burst, one burst per round
 const ROUNDS = 3;
 const CLASSIFICATION = JSON.stringify({
   major_category: '재활용',
@@ -150,7 +150,8 @@ async function burst(args: string[]): Promise<number> {
     .find((l) => l.startsWith('{"tasks_per_s"'));
   if (!line) throw new Error(`celery_latency.py burst failed: ${p.output()}`);
   const { tasks_per_s, errors } = JSON.parse(line) as { tasks_per_s: number; errors: number };
-  if (errors > 0) throw new Error(`celery_latency.py burst: ${errors} task(s) without an answer`);
+  // A worker too slow to finish in 30 s is measured on what it did; said in the output.
+  if (errors > 0) console.warn(`celery_latency.py burst: ${errors} task(s) not done within 30 s`);
   return tasks_per_s;
 }
 
@@ -342,6 +343,8 @@ async function main(): Promise<void> {
         results.get(v.name)!.push(...(await python(v.args(perRound))));
         if (v.burst) rates.get(v.name)!.push(await burst(celeryArgs(BURST)));
         for (const p of procs) await stop(p);
+        // Tasks a stopped worker left unacked must not reach the next variant.
+        await amqp.queuePurge({ queue: MATCH_QUEUE });
       }
       console.log(
         `round ${round + 1}/${ROUNDS}: ` +
@@ -422,9 +425,9 @@ async function main(): Promise<void> {
     printRows(`Celery round trip, ${N} sequential tasks from one Python process; bursts of ${BURST}`, rows);
     writeResult('celery', rows, [
       `${ROUNDS * Math.ceil(N / ROUNDS)} tasks per variant, sent one after another (send_task then AsyncResult.get()) from one Python 3 process with Celery ${CELERY_VERSION} and no configuration beyond the URLs; ${ROUNDS} interleaved rounds, each with a fresh far end and ${WARMUP} unmeasured tasks first.`,
-      `Bursts: per round and variant, ${BURST} send_task calls in a row from the same Python process, then get() on each; tasks/s = ${BURST} / (first send to last result), the median of the ${ROUNDS} rounds, shown as time per task (1 / tasks/s). One Python sender: the bare worker's burst is the most this client can send and collect.`,
+      `Bursts: per round and variant, ${BURST} send_task calls in a row from the same Python process, until every result is stored (polled in Redis, 30 s at most); tasks/s = results stored / time from the first send, the median of the ${ROUNDS} rounds, shown as time per task (1 / tasks/s). One Python sender: the bare worker's burst is the most this client can send and collect.`,
       'cachecast workers: MATCH_CONCURRENCY 4, MATCH_PREFETCH 16, each a separate `serve match-worker` process; the catalog (13 characters) loaded from PostgreSQL; the task validates its input, matches, stores the result (and a grant when it names a user) and acks only then (late ack: a worker that dies mid-task leaves the task to another). With sequential sending a second worker cannot help latency; the row shows it costs none.',
-      `Python Celery: the seed's worker (-P threads -c 4, prefetch multiplier 4: 16 unacked), its task a dict lookup by middle_category; default acks (task_acks_late off): a task is acked as it starts, before it runs. celery-node ${CELERY_NODE_VERSION} (npm): the same dict lookup; it acks each message on delivery, before running the task, and sets no prefetch limit (RabbitMQ pushes every queued task to it); results through its Redis backend (SETEX + PUBLISH, not awaited before the next task).`,
+      `Python Celery: the seed's worker (-P threads -c 4, prefetch multiplier 4: 16 unacked), its task a dict lookup by middle_category; default acks (task_acks_late off): a task is acked as it starts, before it runs. In bursts it stalls in pauses of several seconds (seen in its log: tasks done in groups about 10 s apart) that the sequential round trip never shows; not investigated further. celery-node ${CELERY_NODE_VERSION} (npm): the same dict lookup; it acks each message on delivery, before running the task, and sets no prefetch limit (RabbitMQ pushes every queued task to it); results through its Redis backend (SETEX + PUBLISH, not awaited before the next task).`,
       'Ceilings: (1) the same Celery client answered by a bare kombu consumer in Python that stores a null result the way Celery does and acks (a worker that does nothing): the floor for any worker; (2) the same hops with no Celery on either side (kombu publish, bare consumer, redis-py SETEX+PUBLISH, pub/sub wait): what is left is the Celery client.',
     ]);
   } finally {
