@@ -61,8 +61,9 @@ function bucketArg(fromBucket: number): string {
 
 /**
  * A dataset kept as one Redis key per entry (seed 001's `blacklist:{jti}` with
- * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads expiries
- * in pipelines, overlapping the next SCAN step with the current batch.
+ * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads each
+ * step's expiries in one script call, sent after the next SCAN step so the
+ * two overlap.
  *
  * Redis cannot read many keys and a version atomically without blocking it, so
  * the version is read first: events newer than it are replayed over the
