@@ -1,5 +1,5 @@
 // Bootstrap: time until a replica is ready with 1M `blacklist:*` keys (with
-// TTLs) in Redis, loading through blacklistSource (SCAN + pipelined PTTL).
+// TTLs) in Redis, loading through blacklistSource (SCAN, each step's expiries in one script call).
 //
 // Baseline: the seed's way, KEYS <pattern> then a TTL per key, done as well as
 // this client allows (all TTLs pipelined, 8 batches of 10k in flight) into a

@@ -164,7 +164,7 @@ export class Resync<V> {
       try {
         const store = new Store(host.dataset);
         const result = await host.source.load((key, value) => {
-          if (host.isLive(value)) store.set(key, value);
+          if (host.isLive(value)) store.load(key, value);
         });
         if (host.closing()) return;
         changes = result.changes ?? [];

@@ -62,6 +62,12 @@ export class Store<V> {
     return previous;
   }
 
+  /** Sets an entry of a snapshot being loaded: nothing to return, so one hash lookup instead of two. */
+  load(key: string, value: V): void {
+    if (this.#indexFns.length > 0) this.set(key, value);
+    else this.#entries.set(key, value);
+  }
+
   /** Deletes the entry; returns the value it held. */
   delete(key: string): V | undefined {
     const previous = this.#entries.get(key);

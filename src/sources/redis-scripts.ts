@@ -56,6 +56,21 @@ for i = 1, #all do out[#out + 1] = all[i] end
 return out`;
 
 /**
+ * The expiries of a batch of keys in one call: KEYS the keys (a SCAN step's),
+ * ARGV[1] 'EXPIRETIME' (Redis 7: the second it was written with) or 'PTTL'.
+ * Returns one integer per key (-2: gone, -1: no expiry). One script call per
+ * batch costs Redis about half of what one pipelined command per key does
+ * (no request to parse, no reply to write, per key), and this process one
+ * reply instead of a thousand. The keys are declared, as the scripting
+ * contract asks, and the script only reads.
+ */
+export const EXPIRIES_SCRIPT = `
+local cmd = ARGV[1]
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call(cmd, KEYS[i]) end
+return out`;
+
+/**
  * Changes since a version: KEYS epoch, version, log, digest, pending;
  * ARGV epoch, sinceVersion, fromBucket, maxChanges. Returns [epoch, version,
  * digest, pending, complete (1/0), entries...], the entries (from the log's

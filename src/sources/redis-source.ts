@@ -8,7 +8,7 @@ import type {
   SourceState,
 } from '../replica/source.ts';
 import type { RedisClient } from '../redis/client.ts';
-import { CHANGES_SCRIPT, SNAPSHOT_END_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
+import { CHANGES_SCRIPT, EXPIRIES_SCRIPT, SNAPSHOT_END_SCRIPT, STATE_SCRIPT } from './redis-scripts.ts';
 
 /**
  * Where a Redis dataset keeps what the sync protocol needs beside its
@@ -47,6 +47,11 @@ export interface RedisKeySourceOptions<V> {
   now?: () => number;
 }
 
+/** EXPIRETIME missing (Redis < 7), as a command or called from a script. */
+const UNKNOWN_COMMAND = /unknown (redis )?command/i;
+/** The server or this user's ACL runs no scripts. */
+const SCRIPTS_REFUSED = /unknown command .?eval|NOPERM|scripts? (are )?disabled/i;
+
 /** The lowest bucket, for "every bucket" in a script (Lua's tonumber has no -inf). */
 const ALL_BUCKETS = '-1e300';
 
@@ -56,8 +61,9 @@ function bucketArg(fromBucket: number): string {
 
 /**
  * A dataset kept as one Redis key per entry (seed 001's `blacklist:{jti}` with
- * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads expiries
- * in pipelines, overlapping the next SCAN step with the current batch.
+ * a TTL). Loads with SCAN (never KEYS, which blocks Redis) and reads each
+ * step's expiries in one script call, sent after the next SCAN step so the
+ * two overlap.
  *
  * Redis cannot read many keys and a version atomically without blocking it, so
  * the version is read first: events newer than it are replayed over the
@@ -72,6 +78,8 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
   };
   readonly digestAlgorithm: DigestAlgorithm | undefined;
   #expireTime: boolean | undefined;
+  /** Whether the server runs EXPIRIES_SCRIPT (undefined: not tried yet). */
+  #script: boolean | undefined;
 
   constructor(options: RedisKeySourceOptions<V>) {
     this.#o = {
@@ -88,13 +96,32 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
   async load(put: (key: string, value: V) => void): Promise<SnapshotResult> {
     const before = await this.state(0);
     const { client, prefix, scanCount, parallelBatches } = this.#o;
+    const scanOptions = { MATCH: `${escapeGlob(prefix)}*`, COUNT: scanCount };
+    // Settled promises only: a batch or step that fails is reported after the
+    // loop, never as an unhandled rejection while another one is awaited.
+    let failure: { err: unknown } | undefined;
+    const fail = (err: unknown): void => {
+      failure ??= { err };
+    };
     const inFlight: Array<Promise<void>> = [];
-    for await (const keys of client.scanIterator({ MATCH: `${escapeGlob(prefix)}*`, COUNT: scanCount })) {
-      if (keys.length === 0) continue;
-      inFlight.push(this.#readExpiries(keys, put));
-      if (inFlight.length >= parallelBatches) await inFlight.shift();
+    let step = client.scan('0', scanOptions);
+    for (;;) {
+      const reply = await step.catch((err: unknown) => fail(err));
+      if (!reply || failure) break;
+      // The cursor chain is the critical path: the next step goes out before this
+      // step's expiries, so Redis reads them while this process parses its keys.
+      if (reply.cursor !== '0') {
+        step = client.scan(reply.cursor, scanOptions);
+        step.catch(() => undefined); // awaited (and reported) at the next turn
+      }
+      if (reply.keys.length > 0) {
+        inFlight.push(this.#readExpiries(reply.keys, put).catch(fail));
+        if (inFlight.length >= parallelBatches) await inFlight.shift();
+      }
+      if (reply.cursor === '0') break;
     }
     await Promise.all(inFlight);
+    if (failure) throw failure.err;
     if (!this.#o.protocol) return { version: before.version };
     const after = await this.#loadEnd(before.version);
     if (after.epoch !== before.epoch) {
@@ -139,34 +166,47 @@ export class RedisKeySource<V> implements SnapshotSource<V> {
   }
 
   async #readExpiries(keys: string[], put: (key: string, value: V) => void): Promise<void> {
-    const { client, prefix } = this.#o;
+    const { prefix, toValue } = this.#o;
     // EXPIRETIME (Redis 7) is the exact second a revocation was written with;
     // older servers only have PTTL, which lands a few ms off it.
-    if (this.#expireTime !== false) {
-      try {
-        // Commands issued in one tick go out as one pipeline.
-        const at = await Promise.all(keys.map((key) => client.expireTime(key)));
-        this.#expireTime = true;
-        for (let i = 0; i < keys.length; i++) {
-          const s = at[i]!;
-          if (s === -2) continue; // expired between SCAN and EXPIRETIME
-          const value = this.#o.toValue(s === -1 ? undefined : s * 1000);
-          if (value !== undefined) put(keys[i]!.slice(prefix.length), value);
-        }
-        return;
-      } catch (err) {
-        if (this.#expireTime === true || !/unknown command/i.test(String(err))) throw err;
-        this.#expireTime = false;
-      }
+    const command = this.#expireTime === false ? 'PTTL' : 'EXPIRETIME';
+    let at: number[];
+    try {
+      at = await this.#expiries(keys, command);
+      this.#expireTime ??= true;
+    } catch (err) {
+      if (command === 'PTTL' || this.#expireTime === true || !UNKNOWN_COMMAND.test(String(err))) throw err;
+      this.#expireTime = false;
+      return this.#readExpiries(keys, put);
     }
-    const ttls = await Promise.all(keys.map((key) => client.pTTL(key)));
-    const now = this.#o.now();
+    const now = command === 'PTTL' ? this.#o.now() : 0;
     for (let i = 0; i < keys.length; i++) {
-      const ttl = ttls[i]!;
-      if (ttl === -2) continue;
-      const value = this.#o.toValue(ttl === -1 ? undefined : now + ttl);
+      const t = at[i]!;
+      if (t === -2) continue; // expired between SCAN and the read
+      const value = toValue(t === -1 ? undefined : command === 'PTTL' ? now + t : t * 1000);
       if (value !== undefined) put(keys[i]!.slice(prefix.length), value);
     }
+  }
+
+  /**
+   * One integer per key: one script call (EXPIRIES_SCRIPT) where the server
+   * runs scripts, else one pipelined command per key (a server or ACL that
+   * refuses EVAL; the protocol's scripts need it anyway).
+   */
+  async #expiries(keys: string[], command: 'EXPIRETIME' | 'PTTL'): Promise<number[]> {
+    const { client } = this.#o;
+    if (this.#script !== false) {
+      try {
+        const at = (await client.eval(EXPIRIES_SCRIPT, { keys, arguments: [command] })) as number[];
+        this.#script = true;
+        return at;
+      } catch (err) {
+        if (this.#script === true || !SCRIPTS_REFUSED.test(String(err))) throw err;
+        this.#script = false;
+      }
+    }
+    // Commands issued in one tick go out as one pipeline.
+    return Promise.all(keys.map((key) => (command === 'PTTL' ? client.pTTL(key) : client.expireTime(key))));
   }
 
   async version(): Promise<number> {

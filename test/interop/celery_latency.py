@@ -5,6 +5,11 @@ usage:
       send_task("character.match_reward", queue="character.match") then
       AsyncResult.get(), n times in sequence (after `warmup` unmeasured ones);
       no Celery configuration beyond the two URLs.
+  celery_latency.py burst <amqp url> <redis url> <n> <warmup> <classification json>
+      throughput: `warmup` tasks in sequence, then n send_task calls in a row
+      (no wait between them), until every result is stored (polled with
+      EXISTS, for 30 s at most); prints {"tasks_per_s": results stored / time
+      from the first send, "send_s", "errors": tasks not done in time}. One Python sender: its send rate bounds the figure.
   celery_latency.py echo-worker <amqp url> <redis url> <queue>
       the ceilings' far end: a bare kombu consumer that stores a result in
       Redis (SETEX + PUBLISH in one pipeline) for each message, then acks. On
@@ -45,6 +50,35 @@ if mode == "celery":
         if i >= int(warmup):
             latencies.append(elapsed)
     print(json.dumps({"latencies_ms": latencies, "errors": errors}), flush=True)
+
+elif mode == "burst":
+    from celery import Celery
+
+    broker, backend, n, warmup, raw = sys.argv[2:7]
+    app = Celery(broker=broker, backend=backend)
+    classification = json.loads(raw)
+    send = lambda: app.send_task(  # noqa: E731
+        "character.match_reward", args=[classification], queue="character.match"
+    )
+    for _ in range(int(warmup)):
+        send().get(timeout=30)
+    import redis
+
+    r = redis.Redis.from_url(backend)
+    started = time.perf_counter()
+    results = [send() for _ in range(int(n))]
+    sent = time.perf_counter() - started
+    # Done when every result is stored (polled in Redis, not through get(): the
+    # Celery client's result consumer, not the worker, would set the pace).
+    keys = ["celery-task-meta-" + res.id for res in results]
+    deadline = time.monotonic() + 30
+    done = 0
+    while done < len(keys) and time.monotonic() < deadline:
+        time.sleep(0.002)
+        done = r.exists(*keys)
+    elapsed = time.perf_counter() - started
+    # Past the deadline: the rate so far, the rest counted as errors.
+    print(json.dumps({"tasks_per_s": done / elapsed, "send_s": sent, "errors": len(keys) - done}), flush=True)
 
 elif mode == "echo-worker":
     import redis
