@@ -116,6 +116,9 @@ for (const [i, file] of files.entries()) {
       '--import',
       'tsx',
       '--test',
+      // A test that waits on a promise nothing settles fails, with its name, instead of
+      // stalling the run (one such hang was seen once in catalog-service under heavy load).
+      '--test-timeout=600000',
       '--test-reporter=spec',
       '--test-reporter-destination=stdout',
       '--test-reporter=./test/support/count-reporter.mjs',
