@@ -5,6 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import type { RedisClient } from '../src/redis/client.ts';
+import { scanKeys } from '../src/redis/client.ts';
 // @ts-expect-error a plain .mjs script shared with the test runner: typed by its use here
 import { ensureVhost as ensureVhostUntyped } from '../scripts/rabbit-vhost.mjs';
 
@@ -306,7 +307,7 @@ export async function bareScan(
 ): Promise<{ ms: number; seen: number }> {
   const start = nowNs();
   let seen = 0;
-  for await (const keys of client.scanIterator({ MATCH: `${prefix}*`, COUNT: count })) seen += keys.length;
+  for await (const keys of scanKeys(client, `${prefix}*`, count)) seen += keys.length;
   return { ms: elapsedMs(start), seen };
 }
 

@@ -25,7 +25,7 @@ import { RabbitMQBus } from '../src/amqp/rabbitmq-bus.ts';
 import type { Bus } from '../src/bus/bus.ts';
 import { BLACKLIST_TOPIC, blacklistKeys } from '../src/datasets/blacklist.ts';
 import { silentLogger } from '../src/logger.ts';
-import { connectRedis } from '../src/redis/client.ts';
+import { connectRedis, scanKeys } from '../src/redis/client.ts';
 import type { ManagedRedis } from '../src/redis/client.ts';
 import { Revocations } from '../src/services/auth/revocation-writer.ts';
 import type { FromReader, ReaderSystem, ToReader } from './propagation-reader.ts';
@@ -299,7 +299,7 @@ export async function openWriters(rabbitmqUrl: string, redisUrl: string, suffix:
       await bento.disconnectAll();
       // This run's keys only: the key bases carry the run's suffix.
       for (const pattern of [`bench:prop:${suffix}:*`, `${bases.bento}*`]) {
-        for await (const keys of redis.client.scanIterator({ MATCH: pattern, COUNT: 1000 })) {
+        for await (const keys of scanKeys(redis.client, pattern)) {
           if (keys.length > 0) await redis.client.unlink(keys);
         }
       }

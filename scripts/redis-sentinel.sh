@@ -52,7 +52,7 @@ start_data() { # port [replicaof-port]
   local p=$1
   mkdir -p "$dir/$p"
   local args=(--daemonize yes --bind 127.0.0.1 --port "$p" --save "" --appendonly no --dir "$dir/$p"
-    --logfile "$dir/$p/redis.log" --pidfile "$dir/$p/redis.pid")
+    --logfile "$dir/$p/redis.log" --pidfile "$dir/$p/redis.pid" --repl-diskless-sync-delay 0)
   [[ -n "${2:-}" ]] && args+=(--replicaof 127.0.0.1 "$2")
   redis-server "${args[@]}"
   wait_port "$p"
@@ -82,8 +82,11 @@ EOF
 ready() {
   local current p
   current=$(master 2>/dev/null) || return 1
-  cli "${current#*:}" INFO replication 2>/dev/null | grep -q 'connected_slaves:1' || return 1
+  # online: the replica has finished its sync (before that a failover would promote an empty one).
+  cli "${current#*:}" INFO replication 2>/dev/null | grep -q '^slave0:.*state=online' || return 1
   for p in "${sentinel_ports[@]}"; do
+    # The replica as each Sentinel sees it: flags exactly "slave" (not s_down or disconnected).
+    [[ "$(cli "$p" SENTINEL replicas "$name" 2>/dev/null | grep -A1 '^flags$' | tail -n1)" == slave ]] || return 1
     [[ "$(cli "$p" SENTINEL master "$name" 2>/dev/null | grep -A1 -E '^(num-slaves|num-other-sentinels)$' | grep -vE '^(num-|--)' | tr '\n' ' ')" == "1 2 " ]] || return 1
   done
 }
@@ -152,9 +155,21 @@ case "${1:-}" in
     ;;
   failover)
     old=$(master)
-    out=$(cli "${sentinel_ports[0]}" SENTINEL FAILOVER "$name")
+    # A replica that was just (re)started is "not suitable" until the Sentinels have seen it
+    # healthy for a while: ask again until one takes it.
+    for ((i = 0; i < 120; i++)); do
+      out=$(cli "${sentinel_ports[0]}" SENTINEL FAILOVER "$name")
+      [[ "$out" == OK || "$out" != NOGOODSLAVE* ]] && break
+      sleep 0.25
+    done
     [[ "$out" == OK ]] || { log "SENTINEL FAILOVER: $out"; exit 1; }
     wait_new_master "$old"
+    # Until the Sentinels turn the old master into a replica it still takes writes (which its
+    # resync then drops): done when it answers as a replica.
+    for ((i = 0; i < 120; i++)); do
+      [[ "$(cli "${old#*:}" ROLE 2>/dev/null | head -n1)" == slave ]] && break
+      sleep 0.25
+    done
     ;;
   kill-master)
     old=$(master)
@@ -166,6 +181,10 @@ case "${1:-}" in
     port_open "$p" && exit 0
     m=$(master)
     start_data "$p" "${m#*:}"
+    for ((i = 0; i < 240; i++)); do
+      ready && break
+      sleep 0.25
+    done
     ;;
   *)
     echo "usage: $0 up|down|status|master|failover|kill-master|restart PORT" >&2

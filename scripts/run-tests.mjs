@@ -61,6 +61,7 @@ export const TEST_FILES = [
   'test/faults/ext-authz-faults.test.ts',
   'test/faults/sync-protocol.test.ts',
   'test/faults/cache-redis-outage.test.ts',
+  'test/cluster/redis-sentinel.test.ts',
 ];
 
 const root = join(import.meta.dirname, '..');

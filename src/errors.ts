@@ -27,6 +27,8 @@ export type ErrorCode =
   | 'REPLICA_UNKNOWN_INDEX'
   // auth
   | 'JWT_JWKS_FAILED'
+  /** Redis committed a revocation, but fewer replicas than REDIS_MIN_REPLICAS_ACK confirmed it in time. */
+  | 'REVOCATION_NOT_REPLICATED'
   // cache-aside (src/cache-aside)
   | 'CACHE_BAD_KEY'
   | 'CACHE_TIMEOUT'

@@ -71,6 +71,8 @@ export class CacheAside {
     const { clock } = this.#o;
     this.#redis = new RedisTier({
       url: this.#o.redisUrl,
+      sentinels: this.#o.redisSentinels,
+      sentinelName: this.#o.redisSentinelName,
       commandTimeoutMs: this.#o.commandTimeoutMs,
       logger: this.#logger,
     });

@@ -5,6 +5,8 @@ import { CachecastError, OptionTypeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { integerRangeOption } from '../options.ts';
+import type { RedisNode } from '../redis/target.ts';
+import { DEFAULT_SENTINEL_NAME } from '../redis/target.ts';
 import type { CacheAlertsOptions } from './alerts.ts';
 import type { BreakerSettings } from './breaker.ts';
 import { DEFAULT_BREAKER_SETTINGS, normalizeBreakerSettings } from './breaker.ts';
@@ -12,6 +14,13 @@ import { DEFAULT_BREAKER_SETTINGS, normalizeBreakerSettings } from './breaker.ts
 export interface CacheAsideOptions {
   /** Redis (REDIS_URL). */
   redisUrl: string;
+  /**
+   * REDIS_SENTINELS: with them, the master of `redisSentinelName` that they
+   * watch (`redisUrl` then gives database, user, password and TLS).
+   */
+  redisSentinels?: readonly RedisNode[] | undefined;
+  /** REDIS_SENTINEL_NAME. @default 'mymaster' */
+  redisSentinelName?: string | undefined;
   /** First segment of every key: `<prefix>:<version>:<template>`. @default 'cachecast' */
   keyPrefix?: string;
   /**
@@ -42,6 +51,8 @@ export interface CacheAsideOptions {
 
 export interface ResolvedCacheAsideOptions {
   redisUrl: string;
+  redisSentinels: readonly RedisNode[] | undefined;
+  redisSentinelName: string;
   keyPrefix: string;
   commandTimeoutMs: number;
   breaker: BreakerSettings;
@@ -63,6 +74,8 @@ export function normalizeCacheAsideOptions(options: CacheAsideOptions): Resolved
   }
   return {
     redisUrl: options.redisUrl,
+    redisSentinels: options.redisSentinels?.length ? options.redisSentinels : undefined,
+    redisSentinelName: options.redisSentinelName ?? DEFAULT_SENTINEL_NAME,
     keyPrefix,
     commandTimeoutMs: integerRangeOption('commandTimeoutMs', options.commandTimeoutMs, 100, 1, 60_000),
     breaker: normalizeBreakerSettings(options.breaker ?? {}, DEFAULT_BREAKER_SETTINGS),

@@ -3,7 +3,10 @@ import { CachecastError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
-import type { RedisClient } from '../redis/client.ts';
+import type { RedisNodeClient } from '../redis/client.ts';
+import { askSentinelsForMaster } from '../redis/sentinel-master.ts';
+import type { RedisNode } from '../redis/target.ts';
+import { DEFAULT_SENTINEL_NAME, urlCredentials } from '../redis/target.ts';
 import { classifyRedisError } from './redis-errors.ts';
 
 function asError(err: unknown): Error {
@@ -12,6 +15,13 @@ function asError(err: unknown): Error {
 
 export interface RedisTierOptions {
   url: string;
+  /**
+   * Sentinels watching the master to use (the URL then gives only database,
+   * user, password and TLS): every new connection asks them for the master.
+   */
+  sentinels?: readonly RedisNode[] | undefined;
+  /** @default 'mymaster' */
+  sentinelName?: string | undefined;
   /**
    * The most any operation may take, connecting included; past it the call
    * fails with CACHE_TIMEOUT and the connection is replaced (the other calls
@@ -52,25 +62,30 @@ export interface RedisTierStats {
  *   slow" from "this call was cut short for another's sake".
  */
 export class RedisTier {
-  readonly #o: Required<Omit<RedisTierOptions, 'logger'>> & { logger: Logger };
-  #client: RedisClient | undefined;
-  #connecting: Promise<RedisClient> | undefined;
+  readonly #o: Required<Omit<RedisTierOptions, 'logger' | 'sentinels'>> & {
+    logger: Logger;
+    sentinels: readonly RedisNode[] | undefined;
+  };
+  #client: RedisNodeClient | undefined;
+  #connecting: Promise<RedisNodeClient> | undefined;
   /** The client whose connection is in progress, if any (to discard it on a deadline). */
-  #pendingClient: RedisClient | undefined;
+  #pendingClient: RedisNodeClient | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
   /** Clients dropped because an operation on them (or waiting for them) missed its deadline. */
-  readonly #droppedForDeadline = new WeakSet<RedisClient>();
+  readonly #droppedForDeadline = new WeakSet<RedisNodeClient>();
   /** Clients whose connect() has not settled yet: true once their socket has connected. */
-  readonly #connectingClients = new Map<RedisClient, boolean>();
+  readonly #connectingClients = new Map<RedisNodeClient, boolean>();
   /** Clients dropped before their socket connected: destroyed once it has. */
-  readonly #abandoned = new WeakSet<RedisClient>();
+  readonly #abandoned = new WeakSet<RedisNodeClient>();
   readonly #stats = { connects: 0, connect_failures: 0, timeouts: 0, dropped: 0 };
 
   constructor(options: RedisTierOptions) {
     this.#o = {
       clientName: 'cachecast-cache-aside',
       ...options,
+      sentinels: options.sentinels?.length ? options.sentinels : undefined,
+      sentinelName: options.sentinelName ?? DEFAULT_SENTINEL_NAME,
       logger: (options.logger ?? silentLogger).child({ component: 'cache-redis' }),
     };
   }
@@ -95,12 +110,12 @@ export class RedisTier {
     return this.#run((c) => c.del([...keys]));
   }
 
-  #run<T>(op: (client: RedisClient) => Promise<T>): Promise<T> {
+  #run<T>(op: (client: RedisNodeClient) => Promise<T>): Promise<T> {
     if (this.#closed)
       return Promise.reject(new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed'));
     return new Promise<T>((resolve, reject) => {
       /** The connection this operation is on, or waiting for. */
-      let on: RedisClient | undefined;
+      let on: RedisNodeClient | undefined;
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
@@ -147,24 +162,65 @@ export class RedisTier {
             );
             return;
           }
+          // A master that a failover demoted answers writes with READONLY: the next
+          // connection asks the Sentinels again and goes to the new one.
+          if (on && err instanceof Error && err.message.startsWith('READONLY')) this.#discard(on);
           reject(asError(err));
         },
       );
     });
   }
 
-  #ready(): Promise<RedisClient> {
+  #ready(): Promise<RedisNodeClient> {
     const client = this.#client;
     if (client?.isReady) return Promise.resolve(client);
     if (this.#connecting) return this.#connecting;
     if (client) this.#discard(client); // closed by a socket error: start over
-    const fresh: RedisClient = createClient({
-      url: this.#o.url,
+    const { sentinels } = this.#o;
+    if (!sentinels) return this.#open(undefined);
+    // The Sentinels name the master first: after a failover, the new one.
+    const asking: Promise<RedisNodeClient> = askSentinelsForMaster(
+      sentinels,
+      this.#o.sentinelName,
+      this.#o.commandTimeoutMs,
+    ).then(
+      (master) => {
+        if (this.#closed) throw new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed');
+        return this.#connecting === asking ? this.#open(master) : this.#ready();
+      },
+      (err: unknown) => {
+        if (this.#connecting === asking) this.#connecting = undefined;
+        this.#stats.connect_failures++;
+        throw new CachecastError('CACHE_CONNECT_FAILED', describeError(err), { cause: err });
+      },
+    );
+    this.#connecting = asking;
+    return asking;
+  }
+
+  /** A new connection to `master`, or to the URL's server without Sentinels. */
+  #open(master: RedisNode | undefined): Promise<RedisNodeClient> {
+    const base = {
       name: this.#o.clientName,
       disableOfflineQueue: true,
       disableClientInfo: true,
-      socket: { connectTimeout: this.#o.commandTimeoutMs, reconnectStrategy: false },
-    });
+    };
+    const socket = { connectTimeout: this.#o.commandTimeoutMs, reconnectStrategy: false as const };
+    let fresh: RedisNodeClient;
+    if (master) {
+      const { database, username, password, tls } = urlCredentials(this.#o.url);
+      fresh = createClient({
+        ...base,
+        database,
+        username,
+        password,
+        socket: tls
+          ? { ...socket, host: master.host, port: master.port, tls: true }
+          : { ...socket, host: master.host, port: master.port },
+      });
+    } else {
+      fresh = createClient({ ...base, url: this.#o.url, socket });
+    }
     fresh.on('error', (err: unknown) =>
       this.#o.logger.debug({ err: describeError(err) }, 'redis connection error'),
     );
@@ -214,7 +270,7 @@ export class RedisTier {
    * connects afresh. `forDeadline`: because an operation missed its deadline
    * (the others then fail with CACHE_CONNECTION_DROPPED).
    */
-  #discard(client: RedisClient | undefined, forDeadline = false): void {
+  #discard(client: RedisNodeClient | undefined, forDeadline = false): void {
     if (!client) return;
     if (forDeadline) this.#droppedForDeadline.add(client);
     if (this.#client === client) this.#client = undefined;

@@ -2,11 +2,19 @@ import { CachecastError } from '../errors.ts';
 import type { LogLevel } from '../logger.ts';
 import { parseAmqpUrls } from '../amqp/url.ts';
 import { redactUrl } from '../util/redact.ts';
+import type { RedisTarget } from '../redis/target.ts';
+import { DEFAULT_SENTINEL_NAME, parseSentinels } from '../redis/target.ts';
 
 /** The shared part of the environment (CONTRACT.md); services add their own variables. */
 export interface CommonConfig {
   rabbitmqUrl: string;
   redisUrl: string;
+  /**
+   * Where every Redis client of the service connects: REDIS_URL, or with
+   * REDIS_SENTINELS the master of REDIS_SENTINEL_NAME (REDIS_URL then gives
+   * the database, user and password).
+   */
+  redis: RedisTarget;
   databaseUrl: string;
   logLevel: LogLevel;
   /** CACHE_EVENT_SECRET: sign and require signed events when set. */
@@ -45,7 +53,16 @@ export function loadCommonConfig(env: NodeJS.ProcessEnv = process.env): CommonCo
   }
   const eventSecret = secretVar(env, 'CACHE_EVENT_SECRET', 16);
   const adminPortToken = secretVar(env, 'ADMIN_PORT_TOKEN', 16);
-  return { rabbitmqUrl, redisUrl, databaseUrl, logLevel, eventSecret, adminPortToken };
+  const sentinels = env.REDIS_SENTINELS?.trim() ? parseSentinels(env.REDIS_SENTINELS) : undefined;
+  const sentinelName = env.REDIS_SENTINEL_NAME?.trim() || DEFAULT_SENTINEL_NAME;
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(sentinelName)) {
+    throw new CachecastError(
+      'CONFIG_INVALID',
+      'REDIS_SENTINEL_NAME must be 1-64 letters, digits, ".", "_" or "-"',
+    );
+  }
+  const redis: RedisTarget = sentinels ? { url: redisUrl, sentinels, sentinelName } : { url: redisUrl };
+  return { rabbitmqUrl, redisUrl, redis, databaseUrl, logLevel, eventSecret, adminPortToken };
 }
 
 function url(name: string, value: string, protocols: string[]): string {

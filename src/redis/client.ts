@@ -1,9 +1,18 @@
-import { createClient } from 'redis';
+import { createClient, createSentinel } from 'redis';
 import { describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
+import type { RedisNode, RedisTarget } from './target.ts';
+import { DEFAULT_SENTINEL_NAME, toRedisTarget, urlCredentials } from './target.ts';
 
-/** The node-redis client every Redis user in cachecast holds. */
-export type RedisClient = ReturnType<typeof createClient>;
+/** A client of one Redis server. */
+export type RedisNodeClient = ReturnType<typeof createClient>;
+/** The master of a Sentinel-watched group, followed across failovers by node-redis. */
+export type RedisSentinelClient = ReturnType<typeof createSentinel>;
+/**
+ * The client every Redis user in cachecast holds: either kind. Only what both
+ * have may be used (no scanIterator or duplicate: see scanKeys).
+ */
+export type RedisClient = RedisNodeClient | RedisSentinelClient;
 
 export interface ManagedRedis {
   client: RedisClient;
@@ -13,17 +22,28 @@ export interface ManagedRedis {
   close(): Promise<void>;
 }
 
+const CONNECT_TIMEOUT_MS = 2000;
+const reconnectStrategy = (retries: number): number => Math.min(50 * 2 ** retries, 2000);
+
 /**
  * A Redis client that fails fast: no offline queue, so while Redis is away a
  * command fails at once instead of piling up in memory and answering late.
  * It reconnects by itself with capped backoff.
+ *
+ * With `sentinels` in the target, it is node-redis's Sentinel client: it asks
+ * the Sentinels for the master, follows each failover they announce, and holds
+ * commands (instead of failing them) while it reconnects to the new master.
+ * One master connection (masterPoolSize 1), so a WAIT after a write waits for
+ * that write.
  */
-export function connectRedis(url: string, logger: Logger, name: string): ManagedRedis {
-  const client: RedisClient = createClient({
-    url,
+export function connectRedis(target: string | RedisTarget, logger: Logger, name: string): ManagedRedis {
+  const t = toRedisTarget(target);
+  if (t.sentinels && t.sentinels.length > 0) return connectSentinel(t, t.sentinels, logger, name);
+  const client: RedisNodeClient = createClient({
+    url: t.url,
     name,
     disableOfflineQueue: true,
-    socket: { connectTimeout: 2000, reconnectStrategy: (retries) => Math.min(50 * 2 ** retries, 2000) },
+    socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy },
   });
   client.on('error', (err: unknown) => logger.warn({ err: describeError(err) }, 'redis connection error'));
   const connected = client.connect().then(() => undefined);
@@ -45,7 +65,7 @@ export function connectRedis(url: string, logger: Logger, name: string): Managed
               client.off('connect', done).off('error', done);
               resolve();
             };
-            const timer = setTimeout(done, 2500);
+            const timer = setTimeout(done, CONNECT_TIMEOUT_MS + 500);
             client.once('connect', done).once('error', done);
           });
         }
@@ -55,4 +75,69 @@ export function connectRedis(url: string, logger: Logger, name: string): Managed
       return closing;
     },
   };
+}
+
+function connectSentinel(
+  t: RedisTarget,
+  sentinels: readonly RedisNode[],
+  logger: Logger,
+  name: string,
+): ManagedRedis {
+  const { database, username, password, tls } = urlCredentials(t.url);
+  const socket = tls
+    ? { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy, tls: true as const }
+    : { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy };
+  const client: RedisSentinelClient = createSentinel({
+    name: t.sentinelName ?? DEFAULT_SENTINEL_NAME,
+    sentinelRootNodes: sentinels.map((n) => ({ host: n.host, port: n.port })),
+    nodeClientOptions: { name, database, username, password, socket },
+    sentinelClientOptions: { name: `${name}-sentinel`, socket },
+    masterPoolSize: 1,
+    passthroughClientErrorEvents: true,
+  });
+  client.on('error', (err: unknown) => logger.warn({ err: describeError(err) }, 'redis connection error'));
+  client.on('topology-change', (event: { type?: string; node?: RedisNode }) => {
+    if (event.type === 'MASTER_CHANGE' && event.node) {
+      logger.info({ master: `${event.node.host}:${event.node.port}` }, 'redis master (from Sentinel)');
+    }
+  });
+  const connected = client.connect().then(() => undefined);
+  connected.catch(() => undefined);
+  let closing: Promise<void> | undefined;
+  return {
+    client,
+    connected,
+    close() {
+      closing ??= (async () => {
+        await connected.catch(() => undefined);
+        if (client.isReady) await client.close().catch(() => client.destroy());
+        else if (client.isOpen) await client.destroy();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Every key matching `match`, a SCAN step at a time, on either kind of client. */
+export async function* scanKeys(client: RedisClient, match: string, count = 1000): AsyncGenerator<string[]> {
+  let cursor = '0';
+  do {
+    const step = await client.scan(cursor, { MATCH: match, COUNT: count });
+    cursor = String(step.cursor);
+    if (step.keys.length > 0) yield step.keys;
+  } while (cursor !== '0');
+}
+
+/**
+ * WAIT: how many replicas acknowledged every write this connection made
+ * before it. On a Sentinel client the one master connection is the writer's
+ * (node-redis marks WAIT read-only, so a replica pool would take it: keep
+ * replicaPoolSize at 0).
+ */
+export async function waitForReplicas(
+  client: RedisClient,
+  replicas: number,
+  timeoutMs: number,
+): Promise<number> {
+  return Number(await client.wait(replicas, timeoutMs));
 }

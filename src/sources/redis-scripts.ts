@@ -92,18 +92,31 @@ return out`;
 
 /**
  * The revocation (seed 001's logout) and everything that must change with it,
- * in one step: KEYS blacklist:{jti}, version, pending, epoch, digest, log;
- * ARGV exat, jti, an epoch id to use if the source has none, log size, bucket
- * width (s). A repeated logout changes nothing (SET NX decides) and returns 0;
- * otherwise [the new version, the epoch]. A source without an epoch (new, or restarted
- * empty) starts one: versions of the old one are never compared with it.
+ * in one step: KEYS blacklist:{jti}, version, pending, epoch, digest, log, the
+ * epoch's server; ARGV exat, jti, an epoch id to use if the source has none,
+ * log size, bucket width (s). A repeated logout changes nothing (SET NX
+ * decides) and returns 0; otherwise [the new version, the epoch].
+ *
+ * The epoch is bound to the Redis server process it began on (INFO's run_id).
+ * A source without an epoch (new, or restarted empty) or with one begun on
+ * another server (a restart, or a Sentinel failover to a replica that may lack
+ * the old master's last writes, whose versions replicas already hold) starts a
+ * new one, so replicas reload instead of taking a reused version number for a
+ * duplicate. Versions of the old epoch are never compared with it.
  */
 export const REVOKE_SCRIPT = `${XOR_HEX}
-if not redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1], 'NX') then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'EXAT', ARGV[1], 'NX') then
+  -- Rewritten as it is, so that a WAIT after this call also covers the first write,
+  -- which another connection may have made and no replica may have yet.
+  redis.call('SET', KEYS[1], '1', 'XX', 'KEEPTTL')
+  return 0
+end
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
 local epoch = redis.call('GET', KEYS[4])
-if not epoch then
+if not epoch or redis.call('GET', KEYS[7]) ~= server then
   epoch = ARGV[3]
   redis.call('SET', KEYS[4], epoch)
+  redis.call('SET', KEYS[7], server)
   redis.call('DEL', KEYS[6])
 end
 local v = redis.call('INCR', KEYS[2])
@@ -123,6 +136,11 @@ if v % 64 == 0 then
   end
 end
 return {v, epoch}`;
+
+/** Where the blacklist's epoch records the server it began on (beside the epoch key). */
+export function epochServerKey(keys: BlacklistKeys): string {
+  return `${keys.epochKey}:server`;
+}
 
 export interface RevokeArgs {
   jti: string;
@@ -153,6 +171,7 @@ export async function runRevokeScript(
       keys.epochKey,
       keys.digestKey,
       keys.logKey,
+      epochServerKey(keys),
     ],
     arguments: [String(args.expireAt), args.jti, args.newEpoch, String(args.logSize), String(args.bucketS)],
   });

@@ -1,7 +1,7 @@
 import { BLACKLIST_EPOCH_S, blacklistDataset, toBlacklistValue } from '../../src/datasets/blacklist.ts';
 import { blacklistKeys } from '../../src/datasets/blacklist.ts';
 import { blacklistSource } from '../../src/sources/blacklist-source.ts';
-import type { RedisClient } from '../../src/redis/client.ts';
+import type { RedisNodeClient as RedisClient } from '../../src/redis/client.ts';
 import { revokeInRedis, wipeBlacklist } from '../support/blacklist-writes.ts';
 import { redisClient, uniqueName } from '../support/env.ts';
 import { sourceConformance } from './source.conformance.ts';

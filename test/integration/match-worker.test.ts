@@ -14,7 +14,7 @@ import type { Character } from '../../src/datasets/catalog.ts';
 import { catalogDataset } from '../../src/datasets/catalog.ts';
 import { ReplicatedCache } from '../../src/replica/replicated-cache.ts';
 import { catalogSource } from '../../src/sources/catalog-source.ts';
-import type { RedisClient } from '../../src/redis/client.ts';
+import type { RedisNodeClient as RedisClient } from '../../src/redis/client.ts';
 import { encodeCeleryTask, parseCeleryTask } from '../../src/celery/protocol.ts';
 import type { MatchWorkerService } from '../../src/services/match-worker/main.ts';
 import { startMatchWorkerService } from '../../src/services/match-worker/main.ts';

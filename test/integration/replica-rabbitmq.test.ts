@@ -13,7 +13,7 @@ import type { BlacklistKeys } from '../../src/datasets/blacklist.ts';
 import { blacklistKeys } from '../../src/datasets/blacklist.ts';
 import { blacklistSource } from '../../src/sources/blacklist-source.ts';
 import { revokeInRedis } from '../support/blacklist-writes.ts';
-import type { RedisClient } from '../../src/redis/client.ts';
+import type { RedisNodeClient as RedisClient } from '../../src/redis/client.ts';
 import type { RabbitMQBus } from '../../src/amqp/rabbitmq-bus.ts';
 import { RABBITMQ_URL, redisClient, uniqueName } from '../support/env.ts';
 import { deleteExchanges, testBus } from '../support/rabbit.ts';

@@ -60,8 +60,9 @@ export function buildAuthApp(options: AuthAppOptions): FastifyInstance {
     try {
       await options.revocations.revoke(jti, exp);
     } catch (err) {
-      // Redis did not commit: nothing changed, the client may retry.
-      logger.warn({ err: describeError(err) }, 'logout failed: revocation not written');
+      // Redis did not commit (nothing changed), or too few replicas confirmed it in time
+      // (a failover could still lose it): either way the client should retry.
+      logger.warn({ err: describeError(err) }, 'logout failed: revocation not written or not replicated');
       return sendError(reply, 503, 'revocation_unavailable', 'the revocation store is unavailable; retry');
     }
     return reply.code(204).send();

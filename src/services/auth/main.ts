@@ -21,6 +21,9 @@ export const startAuth: ServiceStarter = async (env) => {
   const port = intVar(env, 'PORT', 8001, 0, 65_535);
   const adminPort = intVar(env, 'ADMIN_PORT', 9001, 0, 65_535);
   const host = env.HOST?.trim() || '0.0.0.0';
+  // A logout answers 204 only once this many Redis replicas hold it (WAIT): see docs/operations.md.
+  const minReplicasAck = intVar(env, 'REDIS_MIN_REPLICAS_ACK', 0, 0, 64);
+  const replicasAckTimeoutMs = intVar(env, 'REDIS_REPLICAS_ACK_TIMEOUT_MS', 1000, 1, 60_000);
   // Deployments whose tokens come from their own identity provider turn the issuer off.
   const login = choiceVar(env, 'AUTH_LOGIN', ['enabled', 'disabled'] as const, 'enabled');
   const logger = createLogger({ level: config.logLevel, name: 'auth' });
@@ -33,7 +36,7 @@ export const startAuth: ServiceStarter = async (env) => {
     );
   }
   return openService(logger, async (parts) => {
-    const redis = connectRedis(config.redisUrl, logger, 'cachecast-auth');
+    const redis = connectRedis(config.redis, logger, 'cachecast-auth');
     parts.add('redis', () => redis.close());
     const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
     parts.add('bus', () => bus.close());
@@ -45,6 +48,8 @@ export const startAuth: ServiceStarter = async (env) => {
       eventSecret: config.eventSecret,
       // ext-authz accepts a token until exp + JWT_CLOCK_SKEW_S: the revocation must outlast that.
       holdAfterExpiryS: jwt.clockSkewS + 1,
+      minReplicasAck,
+      replicasAckTimeoutMs,
     });
     parts.add('revocations', () => revocations.close());
     // The blacklist's state on the fanout several times a second: replicas prove they are current,

@@ -3,7 +3,7 @@ import type { Clock } from '../../clock.ts';
 import { systemClock } from '../../clock.ts';
 import type { BlacklistKeys } from '../../datasets/blacklist.ts';
 import { BLACKLIST_KEYS, BLACKLIST_MAX_EXPIRE_AT_S, BLACKLIST_TOPIC } from '../../datasets/blacklist.ts';
-import { describeError } from '../../errors.ts';
+import { CachecastError, describeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
 import { countOption, msOption, objectOption } from '../../options.ts';
@@ -13,6 +13,7 @@ import { RedisOutboxStore } from '../../outbox/redis-store.ts';
 import type { OutboxEntry } from '../../outbox/store.ts';
 import { DIGEST_BUCKET_S } from '../../replica/digest.ts';
 import type { RedisClient } from '../../redis/client.ts';
+import { ReplicaAcks } from '../../redis/replica-acks.ts';
 import { parseRevocationEntry } from '../../sources/blacklist-source.ts';
 import { newEpoch } from '../../sources/memory-source.ts';
 import { runRevokeScript } from '../../sources/redis-scripts.ts';
@@ -55,6 +56,14 @@ export interface RevocationsOptions {
    * Set it to JWT_CLOCK_SKEW_S + 1. @default 31
    */
   holdAfterExpiryS?: number;
+  /**
+   * Replicas that must hold a revocation before revoke() resolves (Redis WAIT):
+   * with Sentinel, a revocation only the master had is lost when the master
+   * dies. 0: answer once the master committed. @default 0
+   */
+  minReplicasAck?: number;
+  /** How long revoke() waits for those replicas before it fails. @default 1000 */
+  replicasAckTimeoutMs?: number;
 }
 
 export interface NormalizedRevocationsOptions {
@@ -66,6 +75,8 @@ export interface NormalizedRevocationsOptions {
   publishWaitMs: number;
   keys: BlacklistKeys;
   holdAfterExpiryS: number;
+  minReplicasAck: number;
+  replicasAckTimeoutMs: number;
 }
 
 /** Merges the defaults and checks ranges (OptionTypeError / OptionRangeError at construction). */
@@ -81,6 +92,8 @@ export function normalizeRevocationsOptions(options: RevocationsOptions): Normal
     publishWaitMs: msOption('publishWaitMs', options.publishWaitMs, 2000),
     keys: options.keys ?? BLACKLIST_KEYS,
     holdAfterExpiryS: countOption('holdAfterExpiryS', options.holdAfterExpiryS, 31, 0),
+    minReplicasAck: countOption('minReplicasAck', options.minReplicasAck, 0, 0, 64),
+    replicasAckTimeoutMs: msOption('replicasAckTimeoutMs', options.replicasAckTimeoutMs, 1000, 1),
   };
 }
 
@@ -104,9 +117,14 @@ export class Revocations {
   readonly #o: NormalizedRevocationsOptions;
   readonly #store: RedisOutboxStore;
   readonly #drainer: OutboxDrainer<RedisOutboxEntry>;
+  readonly #acks: ReplicaAcks | undefined;
 
   constructor(options: RevocationsOptions) {
     this.#o = normalizeRevocationsOptions(options);
+    this.#acks =
+      this.#o.minReplicasAck > 0
+        ? new ReplicaAcks(this.#o.redis, this.#o.minReplicasAck, this.#o.replicasAckTimeoutMs)
+        : undefined;
     const { logger } = this.#o;
     this.#store = new RedisOutboxStore({
       redis: this.#o.redis,
@@ -145,9 +163,12 @@ export class Revocations {
 
   /**
    * Revokes the token `jti` whose `exp` claim is `exp` (unix seconds, maybe
-   * fractional). Resolves once Redis has committed; throws only when Redis did
-   * not (then nothing changed). A repeated logout changes nothing and publishes
-   * nothing: if the first one's event is still pending, a drainer sends it.
+   * fractional). Resolves once Redis has committed (and, with minReplicasAck,
+   * once that many replicas have it); throws when Redis did not commit (then
+   * nothing changed) or the replicas did not confirm in time (then the master
+   * has it, its event goes out, and a retry can confirm it). A repeated logout
+   * changes nothing and publishes nothing: if the first one's event is still
+   * pending, a drainer sends it.
    */
   async revoke(jti: string, exp: number): Promise<RevokeResult> {
     // Whole seconds for EXAT, and past every verifier's skew window (a key with an
@@ -165,6 +186,9 @@ export class Revocations {
       logSize: LOG_SIZE,
       bucketS: DIGEST_BUCKET_S,
     });
+    // A repeated logout waits too: the first may have been answered 503, and its write
+    // (made on another connection, maybe) is covered because the script wrote again.
+    if (this.#acks) await this.#confirmReplicated();
     if (!committed) return { added: false, version: undefined, published: false };
     const { version, epoch } = committed;
     const entry: RedisOutboxEntry = {
@@ -172,6 +196,16 @@ export class Revocations {
       raw: `${version}:${expireAt}:${jti}`,
     };
     return { added: true, version, published: await this.#drainer.publishNow(entry, this.#o.publishWaitMs) };
+  }
+
+  async #confirmReplicated(): Promise<void> {
+    const acked = await this.#acks!.acked();
+    if (acked < this.#o.minReplicasAck) {
+      throw new CachecastError(
+        'REVOCATION_NOT_REPLICATED',
+        `${acked} of the ${this.#o.minReplicasAck} Redis replicas required acknowledged the revocation within ${this.#o.replicasAckTimeoutMs} ms`,
+      );
+    }
   }
 
   get stats() {

@@ -76,7 +76,9 @@ export const startCatalog: ServiceStarter = async (env) => {
     // the HTTP server and the grants writer (whose commits invalidate), so
     // it drains their last write-backs and invalidations.
     const cache = new CacheAside({
-      redisUrl: config.redisUrl,
+      redisUrl: config.redis.url,
+      redisSentinels: config.redis.sentinels,
+      redisSentinelName: config.redis.sentinelName,
       commandTimeoutMs: cacheConfig.commandTimeoutMs,
       breaker: cacheConfig.breaker,
       alerts: {

@@ -31,7 +31,7 @@ export const startExtAuthz: ServiceStarter = async (env) => {
   // In redis mode it holds no replica and hears no event.
   if (own.blacklist === 'replica') warnIfEventsUnsigned(config, logger);
   return openService(logger, async (parts) => {
-    const redis = connectRedis(config.redisUrl, logger, 'cachecast-ext-authz');
+    const redis = connectRedis(config.redis, logger, 'cachecast-ext-authz');
     parts.add('redis', () => redis.close());
     parts.add('verifier', () => verifier.close());
     const lookup = redisLookup(redis.client, own.redisTimeoutMs);

@@ -72,7 +72,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
     await migrate(pool);
     // No offline queue: while Redis is away a result write fails at once and
     // the task is requeued, instead of piling up in memory.
-    const managedRedis = connectRedis(config.redisUrl, logger, 'cachecast-match-worker');
+    const managedRedis = connectRedis(config.redis, logger, 'cachecast-match-worker');
     const redis = managedRedis.client;
     const redisConnected = managedRedis.connected;
     parts.add('redis', () => managedRedis.close());
