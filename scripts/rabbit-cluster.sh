@@ -44,7 +44,9 @@ listeners.tcp.local = 127.0.0.1:$((5680 + n))
 loopback_users.guest = true
 cluster_partition_handling = pause_minority
 EOF
-  (node_env "$n" && cd "$dir" && setsid "$bin/rabbitmq-server" >"$dir/ccr$n/log/console.log" 2>&1 </dev/null &)
+  # Every descriptor redirected: a caller reading this script's output (a test) must not
+  # wait for the server, which outlives the script.
+  (node_env "$n" && cd "$dir" && exec setsid "$bin/rabbitmq-server") >"$dir/ccr$n/log/console.log" 2>&1 </dev/null &
 }
 
 await_node() {
@@ -75,10 +77,9 @@ up() {
   for n in "${nodes[@]}"; do await_node "$n"; done
   for n in 2 3; do
     members | grep -qx "ccr$n@localhost" && continue
-    ctl "$n" stop_app
-    ctl "$n" reset
-    ctl "$n" join_cluster ccr1@localhost
-    ctl "$n" start_app
+    # The nodes' own chatter while they join goes to a log; a failure still stops the script.
+    { ctl "$n" stop_app && ctl "$n" reset && ctl "$n" join_cluster ccr1@localhost && ctl "$n" start_app; } \
+      >>"$dir/join.log" 2>&1 || { log "ccr$n could not join (see $dir/join.log)"; exit 1; }
   done
   [[ $(members | wc -l) -eq 3 ]] || { log "the cluster has $(members | wc -l) running members, not 3"; exit 1; }
   echo "RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5681,amqp://guest:guest@127.0.0.1:5682,amqp://guest:guest@127.0.0.1:5683"

@@ -1,3 +1,5 @@
+import type { QueueType } from './queue-type.ts';
+import { QUEUE_TYPES, queueTypeArguments } from './queue-type.ts';
 import type { AsyncMessage, Consumer, Publisher } from 'rabbitmq-client';
 import type {
   Bus,
@@ -59,6 +61,16 @@ export interface RabbitMQBusOptions {
    * @default 'persistent'
    */
   eventDelivery?: EventDelivery;
+  /**
+   * EVENT_QUEUE_TYPE: how each instance's queue is declared. 'classic' lives
+   * on the node the instance happened to connect to, and while that node is
+   * down it cannot be consumed or re-declared: the replica stays degraded
+   * until the node returns. 'quorum' is replicated on the cluster's nodes and
+   * survives the loss of any minority of them, for a cost in propagation (see
+   * README "On a RabbitMQ cluster"). On one node, keep 'classic'.
+   * @default 'classic'
+   */
+  eventQueueType?: QueueType;
   logger?: Logger;
 }
 
@@ -72,6 +84,7 @@ export interface ResolvedRabbitMQBusOptions {
   queueExpiresMs: number;
   prefetch: number;
   eventDelivery: EventDelivery;
+  eventQueueType: QueueType;
   logger: Logger;
 }
 
@@ -100,6 +113,7 @@ export function normalizeRabbitMQBusOptions(options: RabbitMQBusOptions): Resolv
       ['persistent', 'transient'] as const,
       'persistent',
     ),
+    eventQueueType: oneOfOption('eventQueueType', options.eventQueueType, QUEUE_TYPES, 'classic'),
     logger: options.logger ?? silentLogger,
   };
 }
@@ -221,7 +235,13 @@ export class RabbitMQBus implements Bus {
       const consumer = this.#connection.createConsumer(
         {
           queue,
-          queueOptions: { durable: true, arguments: { 'x-expires': this.#options.queueExpiresMs } },
+          queueOptions: {
+            durable: true,
+            arguments: {
+              'x-expires': this.#options.queueExpiresMs,
+              ...queueTypeArguments(this.#options.eventQueueType).arguments,
+            },
+          },
           qos: { prefetchCount: this.#options.prefetch },
           exchanges: [{ exchange: topic, type: 'fanout', durable: true }],
           queueBindings: [{ exchange: topic, queue, routingKey: '' }],

@@ -19,7 +19,9 @@ export type TaskErrorCode =
   /** A task name other than character.match_reward. */
   | 'TASK_UNKNOWN'
   /** The body, args or kwargs do not have the task's shape. */
-  | 'TASK_BAD_SHAPE';
+  | 'TASK_BAD_SHAPE'
+  /** Delivered more often than the worker's deliveryLimit (x-delivery-count): it keeps failing. */
+  | 'TASK_DELIVERY_LIMIT';
 
 /** Why a message cannot be run. Carries the task id and name when the headers had them. */
 export class TaskError extends Error {

@@ -3,6 +3,8 @@ import type { LogLevel } from '../logger.ts';
 import { parseAmqpUrls } from '../amqp/url.ts';
 import { redactUrl } from '../util/redact.ts';
 import type { RedisTarget } from '../redis/target.ts';
+import type { QueueType } from '../amqp/queue-type.ts';
+import { QUEUE_TYPES } from '../amqp/queue-type.ts';
 import { DEFAULT_SENTINEL_NAME, parseSentinels } from '../redis/target.ts';
 
 /** The shared part of the environment (CONTRACT.md); services add their own variables. */
@@ -15,6 +17,8 @@ export interface CommonConfig {
    * the database, user and password).
    */
   redis: RedisTarget;
+  /** EVENT_QUEUE_TYPE (RabbitMQBusOptions.eventQueueType). @default 'classic' */
+  eventQueueType: QueueType;
   databaseUrl: string;
   logLevel: LogLevel;
   /** CACHE_EVENT_SECRET: sign and require signed events when set. */
@@ -62,7 +66,8 @@ export function loadCommonConfig(env: NodeJS.ProcessEnv = process.env): CommonCo
     );
   }
   const redis: RedisTarget = sentinels ? { url: redisUrl, sentinels, sentinelName } : { url: redisUrl };
-  return { rabbitmqUrl, redisUrl, redis, databaseUrl, logLevel, eventSecret, adminPortToken };
+  const eventQueueType = choiceVar(env, 'EVENT_QUEUE_TYPE', QUEUE_TYPES, 'classic');
+  return { rabbitmqUrl, redisUrl, redis, eventQueueType, databaseUrl, logLevel, eventSecret, adminPortToken };
 }
 
 function url(name: string, value: string, protocols: string[]): string {
@@ -127,4 +132,14 @@ export function choiceVar<T extends string>(
     throw new CachecastError('CONFIG_INVALID', `${name} must be one of ${allowed.join(', ')}`);
   }
   return raw as T;
+}
+
+/**
+ * MATCH_QUEUE_TYPE (`classic` or `quorum`; default classic, what a Celery
+ * client with no configuration declares): how `character.match`, its DLQ and
+ * `character.grants` are declared. The match worker, the catalog and the
+ * stack's Celery client read it; they and every Celery client must agree.
+ */
+export function matchQueueType(env: NodeJS.ProcessEnv): QueueType {
+  return choiceVar(env, 'MATCH_QUEUE_TYPE', QUEUE_TYPES, 'classic');
 }

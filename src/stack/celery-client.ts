@@ -11,6 +11,7 @@ import { openAmqpConnection } from '../amqp/connection.ts';
 import { WorkQueuePublisher } from '../amqp/work-queue.ts';
 import type { Classification } from '../celery/protocol.ts';
 import { encodeCeleryTask } from '../celery/protocol.ts';
+import type { QueueType } from '../amqp/queue-type.ts';
 import { MATCH_QUEUE, celeryQueueDeclaration } from '../celery/queue.ts';
 import type { CeleryResultMeta } from '../celery/result-backend.ts';
 import { taskMetaKey } from '../celery/result-backend.ts';
@@ -20,6 +21,8 @@ import { deferred } from '../util/deferred.ts';
 export interface CeleryClientOptions {
   rabbitmqUrl: string;
   redisUrl: string;
+  /** How `character.match` is declared (MATCH_QUEUE_TYPE). @default 'classic' */
+  queueType?: QueueType;
   /** How long a publish waits for the broker's confirm. @default 5000 */
   publishTimeoutMs?: number;
   /**
@@ -60,7 +63,7 @@ export class CeleryClient {
     });
     this.#publisher = new WorkQueuePublisher(this.#connection, {
       // What kombu declares before it publishes a task to a queue named in send_task.
-      declare: celeryQueueDeclaration(MATCH_QUEUE),
+      declare: celeryQueueDeclaration(MATCH_QUEUE, options.queueType),
       publishTimeoutMs,
     });
     // No reconnect loop of node-redis's own (its default retries forever, and connect() waits for

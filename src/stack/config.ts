@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import type { CommonConfig } from '../config/env.ts';
-import { intVar, loadCommonConfig, secretVar } from '../config/env.ts';
+import { intVar, loadCommonConfig, matchQueueType, secretVar } from '../config/env.ts';
+import type { QueueType } from '../amqp/queue-type.ts';
 import { CachecastError } from '../errors.ts';
 
 /** The services `cachecast stack` runs (`cachecast serve <service>`). */
@@ -21,6 +22,8 @@ export interface StackProcessSpec {
 
 export interface StackConfig {
   common: CommonConfig;
+  /** MATCH_QUEUE_TYPE: how the dashboard's Celery client declares `character.match` (children read it too). */
+  matchQueueType: QueueType;
   /** Where every port of the stack binds (children get it as HOST). */
   host: string;
   dashboardPort: number;
@@ -107,6 +110,7 @@ export function loadStackConfig(env: NodeJS.ProcessEnv, options: StackOptions = 
   const givenDashboardToken = secretVar(env, 'STACK_DASHBOARD_TOKEN', 16);
   const config: StackConfig = {
     common,
+    matchQueueType: matchQueueType(env),
     host: env.STACK_HOST?.trim() || '127.0.0.1',
     dashboardPort: port('STACK_DASHBOARD_PORT', DEFAULT_DASHBOARD_PORT),
     processes,

@@ -115,6 +115,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     const celery = new CeleryClient({
       rabbitmqUrl: config.common.rabbitmqUrl,
       redisUrl: config.common.redisUrl,
+      queueType: config.matchQueueType,
     });
     parts.addOuter('celery client', () => celery.close());
     const busMonitor = new BusMonitor({

@@ -38,7 +38,7 @@ export const startAuth: ServiceStarter = async (env) => {
   return openService(logger, async (parts) => {
     const redis = connectRedis(config.redis, logger, 'cachecast-auth');
     parts.add('redis', () => redis.close());
-    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, eventQueueType: config.eventQueueType, logger });
     parts.add('bus', () => bus.close());
     parts.add('verifier', () => verifier.close());
     const revocations = new Revocations({

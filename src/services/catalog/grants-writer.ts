@@ -1,3 +1,6 @@
+import type { QueueType } from '../../amqp/queue-type.ts';
+import { queueTypeArguments } from '../../amqp/queue-type.ts';
+import { durableQueue } from '../../celery/queue.ts';
 import type pg from 'pg';
 import type { Connection } from '../../amqp/connection.ts';
 import { z } from 'zod';
@@ -57,6 +60,8 @@ export interface GrantsWriterOptions {
   maxBodyBytes?: number;
   /** Called with the user ids of each committed batch (e.g. to invalidate their cached collections). */
   onCommitted?: (userIds: string[]) => void | Promise<void>;
+  /** How `character.grants` and its DLQ are declared (MATCH_QUEUE_TYPE, as the match worker). @default 'classic' */
+  queueType?: QueueType;
 }
 
 interface Pending {
@@ -102,6 +107,7 @@ export class GrantsWriter {
       batchSize: 100,
       lingerMs: 20,
       maxBodyBytes: 65_536,
+      queueType: 'classic',
       ...options,
       logger: (options.logger ?? silentLogger).child({ component: 'grants-writer' }),
     };
@@ -112,7 +118,7 @@ export class GrantsWriter {
     const { connection, batchSize } = this.#o;
     // No timeout of its own: a dead letter waits as long as the connection lets it.
     this.#dlq = new WorkQueuePublisher(connection, {
-      declare: { queues: [{ queue: GRANTS_DLQ, durable: true }] },
+      declare: { queues: [durableQueue(GRANTS_DLQ, this.#o.queueType)] },
       publishTimeoutMs: 0,
     });
     return new Promise((resolve) => {
@@ -121,7 +127,7 @@ export class GrantsWriter {
         connection,
         {
           queue: GRANTS_QUEUE,
-          queueOptions: { durable: true },
+          queueOptions: { durable: true, ...queueTypeArguments(this.#o.queueType) },
           qos: { prefetchCount: batchSize * 2 },
           concurrency: batchSize,
           requeue: true,

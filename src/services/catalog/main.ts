@@ -8,7 +8,7 @@ import { registerCacheAsideMetrics } from '../../cache-aside/metrics.ts';
 import { loadCacheAsideConfig } from '../../cache-aside/options.ts';
 import { CatalogRepository } from '../../catalog/repository.ts';
 import { CATALOG_TOPIC, catalogDataset } from '../../datasets/catalog.ts';
-import { intVar, loadCommonConfig, secretVar } from '../../config/env.ts';
+import { intVar, loadCommonConfig, matchQueueType, secretVar } from '../../config/env.ts';
 import { migrate } from '../../db/migrate.ts';
 import { AdminServer } from '../../observe/admin-server.ts';
 import { createLogger } from '../../logger.ts';
@@ -37,6 +37,7 @@ export const startCatalog: ServiceStarter = async (env) => {
   const host = env.HOST?.trim() || '0.0.0.0';
   const adminToken = secretVar(env, 'ADMIN_TOKEN', 16);
   const cacheConfig = loadCacheAsideConfig(env);
+  const queueType = matchQueueType(env);
   const logger = createLogger({ level: config.logLevel, name: 'catalog' });
   if (!adminToken) logger.warn({}, 'ADMIN_TOKEN is not set: the admin API refuses every call');
   // Users' collections answer only their owner: the caller's token is verified as ext-authz does.
@@ -49,7 +50,7 @@ export const startCatalog: ServiceStarter = async (env) => {
     parts.add('database pool', () => pool.end());
     parts.add('verifier', () => verifier.close());
     await migrate(pool);
-    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, eventQueueType: config.eventQueueType, logger });
     parts.add('bus', () => bus.close());
     const amqp = openAmqpConnection({ url: config.rabbitmqUrl, name: 'cachecast catalog grants' });
     amqp.on('error', (err: unknown) => logger.warn({ err: String(err) }, 'grants connection error'));
@@ -96,6 +97,7 @@ export const startCatalog: ServiceStarter = async (env) => {
       pool,
       logger,
       onCommitted: (userIds) => collections.invalidate(userIds),
+      queueType,
     });
     parts.add('grants writer', () => grants.close());
     const repository = new CatalogRepository(pool);

@@ -39,7 +39,7 @@ export const startExtAuthz: ServiceStarter = async (env) => {
     let replica: ReplicatedCache<number> | undefined;
     let revocations: RevocationList;
     if (own.blacklist === 'replica') {
-      const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+      const bus = new RabbitMQBus({ url: config.rabbitmqUrl, eventQueueType: config.eventQueueType, logger });
       parts.add('bus', () => bus.close());
       replica = blacklistReplica(redis.client, bus, config, logger);
       parts.add('replica', () => replica!.close());

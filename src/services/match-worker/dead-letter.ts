@@ -3,7 +3,8 @@ import type { Connection } from '../../amqp/connection.ts';
 import type { AsyncMessage } from '../../amqp/raw-consumer.ts';
 import { WorkQueuePublisher } from '../../amqp/work-queue.ts';
 import type { TaskError } from '../../celery/protocol.ts';
-import { MATCH_QUEUE } from '../../celery/queue.ts';
+import type { QueueType } from '../../amqp/queue-type.ts';
+import { MATCH_QUEUE, durableQueue } from '../../celery/queue.ts';
 import type { CeleryResultBackend } from '../../celery/result-backend.ts';
 import { failureMeta } from '../../celery/result-backend.ts';
 import type { Clock } from '../../clock.ts';
@@ -15,6 +16,8 @@ export const MATCH_DLQ = `${MATCH_QUEUE}.dlq`;
 
 export interface DeadLettersOptions {
   connection: Connection;
+  /** How the DLQ is declared (MATCH_QUEUE_TYPE). @default 'classic' */
+  queueType?: QueueType;
   backend: CeleryResultBackend;
   publishTimeoutMs: number;
   clock: Clock;
@@ -35,7 +38,7 @@ export class DeadLetters {
   constructor(options: DeadLettersOptions) {
     this.#o = options;
     this.#publisher = new WorkQueuePublisher(options.connection, {
-      declare: { queues: [{ queue: MATCH_DLQ, durable: true }] },
+      declare: { queues: [durableQueue(MATCH_DLQ, options.queueType)] },
       publishTimeoutMs: options.publishTimeoutMs,
     });
   }

@@ -2,6 +2,8 @@ import type { Connection } from '../../amqp/connection.ts';
 import { WorkQueuePublisher } from '../../amqp/work-queue.ts';
 import type { GrantMessage } from '../../catalog/grant.ts';
 import { GRANTS_QUEUE } from '../../catalog/grant.ts';
+import type { QueueType } from '../../amqp/queue-type.ts';
+import { durableQueue } from '../../celery/queue.ts';
 import type { Character } from '../../datasets/catalog.ts';
 
 /**
@@ -12,9 +14,9 @@ import type { Character } from '../../datasets/catalog.ts';
 export class GrantPublisher {
   readonly #publisher: WorkQueuePublisher;
 
-  constructor(connection: Connection, publishTimeoutMs: number) {
+  constructor(connection: Connection, publishTimeoutMs: number, queueType: QueueType = 'classic') {
     this.#publisher = new WorkQueuePublisher(connection, {
-      declare: { queues: [{ queue: GRANTS_QUEUE, durable: true }] },
+      declare: { queues: [durableQueue(GRANTS_QUEUE, queueType)] },
       publishTimeoutMs,
     });
   }

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { RabbitMQBus } from '../../amqp/rabbitmq-bus.ts';
-import { intVar, loadCommonConfig } from '../../config/env.ts';
+import { intVar, loadCommonConfig, matchQueueType } from '../../config/env.ts';
+import type { QueueType } from '../../amqp/queue-type.ts';
 import type { Character } from '../../datasets/catalog.ts';
 import { connectRedis } from '../../redis/client.ts';
 import { migrate } from '../../db/migrate.ts';
@@ -23,6 +24,8 @@ export interface MatchWorkerConfig {
   concurrency: number;
   prefetch: number;
   resultExpiresSec: number;
+  queueType: QueueType;
+  deliveryLimit: number;
 }
 
 export function loadMatchWorkerConfig(env: NodeJS.ProcessEnv): MatchWorkerConfig {
@@ -40,6 +43,8 @@ export function loadMatchWorkerConfig(env: NodeJS.ProcessEnv): MatchWorkerConfig
     concurrency,
     prefetch,
     resultExpiresSec: intVar(env, 'CELERY_RESULT_EXPIRES', 86_400, 0, 2_147_483_647),
+    queueType: matchQueueType(env),
+    deliveryLimit: intVar(env, 'MATCH_DELIVERY_LIMIT', 20, 1, 1_000_000),
   };
 }
 
@@ -76,7 +81,7 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
     const redis = managedRedis.client;
     const redisConnected = managedRedis.connected;
     parts.add('redis', () => managedRedis.close());
-    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, logger });
+    const bus = new RabbitMQBus({ url: config.rabbitmqUrl, eventQueueType: config.eventQueueType, logger });
     parts.add('bus', () => bus.close());
     const replica = catalogReplica(pool, bus, config, logger);
     parts.add('replica', () => replica.close());
@@ -92,6 +97,8 @@ export async function startMatchWorkerService(env: NodeJS.ProcessEnv): Promise<M
       concurrency: own.concurrency,
       prefetch: own.prefetch,
       resultExpiresSec: own.resultExpiresSec,
+      queueType: own.queueType,
+      deliveryLimit: own.deliveryLimit,
     });
     parts.add('worker', () => worker.close());
     const admin = new AdminServer({

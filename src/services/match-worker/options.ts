@@ -5,7 +5,9 @@ import type { Character } from '../../datasets/catalog.ts';
 import { OptionRangeError } from '../../errors.ts';
 import type { Logger } from '../../logger.ts';
 import { silentLogger } from '../../logger.ts';
-import { countOption, msOption } from '../../options.ts';
+import { countOption, msOption, oneOfOption } from '../../options.ts';
+import type { QueueType } from '../../amqp/queue-type.ts';
+import { QUEUE_TYPES } from '../../amqp/queue-type.ts';
 import type { RedisClient } from '../../redis/client.ts';
 import type { ReplicatedCache } from '../../replica/replicated-cache.ts';
 import type { Registry } from 'prom-client';
@@ -40,6 +42,19 @@ export interface MatchWorkerOptions {
   maxBodyBytes?: number;
   /** @default the system clock (task expiry, retry pauses) */
   clock?: Clock;
+  /**
+   * MATCH_QUEUE_TYPE: how `character.match`, its DLQ and `character.grants`
+   * are declared. Every declarer must agree (Celery clients, the catalog).
+   * @default 'classic'
+   */
+  queueType?: QueueType;
+  /**
+   * A task delivered this many times (a quorum queue's x-delivery-count + 1)
+   * is dead-lettered (TASK_DELIVERY_LIMIT) instead of requeued once more, so a
+   * task that always fails cannot loop forever. Classic queues carry no count.
+   * @default 20
+   */
+  deliveryLimit?: number;
 }
 
 export interface ResolvedMatchWorkerOptions {
@@ -55,6 +70,8 @@ export interface ResolvedMatchWorkerOptions {
   publishTimeoutMs: number;
   maxBodyBytes: number;
   clock: Clock;
+  queueType: QueueType;
+  deliveryLimit: number;
 }
 
 /** Merges the defaults and checks every option once (OptionTypeError / OptionRangeError). */
@@ -75,5 +92,7 @@ export function normalizeMatchWorkerOptions(options: MatchWorkerOptions): Resolv
     publishTimeoutMs: msOption('publishTimeoutMs', options.publishTimeoutMs, 5000, 1),
     maxBodyBytes: countOption('maxBodyBytes', options.maxBodyBytes, 1024 * 1024, 1),
     clock: options.clock ?? systemClock,
+    queueType: oneOfOption('queueType', options.queueType, QUEUE_TYPES, 'classic'),
+    deliveryLimit: countOption('deliveryLimit', options.deliveryLimit, 20, 1, 1_000_000),
   };
 }

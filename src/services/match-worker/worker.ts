@@ -4,7 +4,7 @@ import { isAmqpConnection, openAmqpConnection } from '../../amqp/connection.ts';
 import type { AsyncMessage, Consumer } from '../../amqp/raw-consumer.ts';
 import { ConsumerStatus, createRawBodyConsumer } from '../../amqp/raw-consumer.ts';
 import type { Classification, MatchTask } from '../../celery/protocol.ts';
-import { parseCeleryTask } from '../../celery/protocol.ts';
+import { TaskError, parseCeleryTask } from '../../celery/protocol.ts';
 import { MATCH_QUEUE, celeryQueueDeclaration } from '../../celery/queue.ts';
 import { CeleryResultBackend, revokedMeta, successMeta } from '../../celery/result-backend.ts';
 import type { Character } from '../../datasets/catalog.ts';
@@ -91,9 +91,10 @@ export class MatchWorker {
       this.#ownsConnection = true;
     }
     // A publisher per queue, so that a problem with one (e.g. a conflicting declaration) does not stop the other.
-    this.#grants = new GrantPublisher(this.#connection, this.#o.publishTimeoutMs);
+    this.#grants = new GrantPublisher(this.#connection, this.#o.publishTimeoutMs, this.#o.queueType);
     this.#deadLetters = new DeadLetters({
       connection: this.#connection,
+      queueType: this.#o.queueType,
       backend: this.#backend,
       publishTimeoutMs: this.#o.publishTimeoutMs,
       clock: this.#o.clock,
@@ -135,7 +136,7 @@ export class MatchWorker {
     if (!synced || this.#closing) return;
     // Exactly Celery's declaration of a queue given by name: anything else
     // (arguments, auto-delete) makes Celery's own declare fail with 406.
-    const { exchanges, queues, queueBindings } = celeryQueueDeclaration(MATCH_QUEUE);
+    const { exchanges, queues, queueBindings } = celeryQueueDeclaration(MATCH_QUEUE, this.#o.queueType);
     const { queue: _queue, ...queueOptions } = queues[0]!;
     // Raw bodies: rabbitmq-client would JSON.parse an application/json body
     // without a content encoding before #handle could check its size.
@@ -187,7 +188,15 @@ export class MatchWorker {
     let outcome: TaskOutcome = 'failed';
     try {
       const parsed = parseCeleryTask(msg, { maxBytes: this.#o.maxBodyBytes });
-      if (parsed.ok) {
+      const deliveries = deliveryCount(msg) + 1;
+      if (parsed.ok && deliveries >= this.#o.deliveryLimit + 1) {
+        // Requeued deliveryLimit times already: a task that keeps failing goes to the DLQ.
+        await this.#deadLetters.reject(
+          msg,
+          new TaskError('TASK_DELIVERY_LIMIT', `delivered ${deliveries} times`, { id: parsed.task.id }),
+        );
+        outcome = 'dead_lettered';
+      } else if (parsed.ok) {
         outcome = await this.#run(parsed.task, msg.redelivered);
       } else {
         await this.#deadLetters.reject(msg, parsed.error);
@@ -253,4 +262,11 @@ function storedCharacter(result: unknown): Character | null | undefined {
 function taskIdOf(msg: AsyncMessage): string | undefined {
   const id: unknown = msg.headers?.id;
   return typeof id === 'string' ? id : undefined;
+}
+
+/** A quorum queue's x-delivery-count (deliveries before this one); 0 on a classic queue. */
+function deliveryCount(msg: AsyncMessage): number {
+  const raw: unknown = msg.headers?.['x-delivery-count'];
+  const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? Number(raw) : 0;
+  return Number.isFinite(n) && n > 0 ? Math.floor(n) : 0;
 }
