@@ -62,6 +62,7 @@ export const TEST_FILES = [
   'test/faults/sync-protocol.test.ts',
   'test/faults/cache-redis-outage.test.ts',
   'test/cluster/redis-sentinel.test.ts',
+  'test/cluster/rabbit-cluster.test.ts',
 ];
 
 const root = join(import.meta.dirname, '..');

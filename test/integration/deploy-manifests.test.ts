@@ -465,16 +465,20 @@ describe('deploy/k8s', () => {
       assert.equal(at(ex, 'spec', 'durable'), true, name);
       assert.notEqual(at(ex, 'spec', 'autoDelete'), true, name);
     }
-    // Celery's own declaration: durable direct exchange + durable queue with no arguments.
+    // Celery's own declaration: durable direct exchange + durable queue with no other arguments,
+    // of the type the services declare (MATCH_QUEUE_TYPE in the ConfigMap).
+    const configMap = k8sDocs.find((d) => d.kind === 'ConfigMap');
+    const matchType = String(at(configMap, 'data', 'MATCH_QUEUE_TYPE') ?? 'classic');
     assert.equal(at(exchange(MATCH_QUEUE), 'spec', 'type'), 'direct');
     assert.equal(at(exchange(MATCH_QUEUE), 'spec', 'durable'), true);
     const match = queue(MATCH_QUEUE);
     ok(match, `no Queue ${MATCH_QUEUE}`);
     assert.equal(at(match, 'spec', 'durable'), true);
-    assert.equal(at(match, 'spec', 'arguments'), undefined, 'Celery declares it with no arguments');
-    ok(
-      [undefined, 'classic'].includes(at(match, 'spec', 'type') as string | undefined),
-      `${MATCH_QUEUE} must be a classic queue, as Celery declares it`,
+    assert.equal(at(match, 'spec', 'arguments'), undefined, 'Celery declares it with no other arguments');
+    assert.equal(
+      (at(match, 'spec', 'type') as string | undefined) ?? 'classic',
+      matchType,
+      `${MATCH_QUEUE}: the type the services declare (MATCH_QUEUE_TYPE)`,
     );
     const binding = topology.find(
       (d) =>
@@ -489,6 +493,7 @@ describe('deploy/k8s', () => {
       const q = queue(name);
       if (q) {
         assert.equal(at(q, 'spec', 'durable'), true, name);
+        assert.equal((at(q, 'spec', 'type') as string | undefined) ?? 'classic', matchType, name);
         assert.equal(
           at(q, 'spec', 'arguments'),
           undefined,
