@@ -3,7 +3,8 @@ import { after, before, describe, it } from 'node:test';
 import type { Bus, BusMessage } from '../../src/bus/bus.ts';
 import { MemoryBroker, MemoryBus } from '../../src/bus/memory-bus.ts';
 import { BLACKLIST_TOPIC } from '../../src/datasets/blacklist.ts';
-import { CachecastError } from '../../src/errors.ts';
+import { CachecastError, isCachecastError } from '../../src/errors.ts';
+import { ReplicaAcks } from '../../src/redis/replica-acks.ts';
 import { Revocations } from '../../src/services/auth/revocation-writer.ts';
 import type { RedisClient } from '../../src/redis/client.ts';
 import { redisClient, uniqueName } from '../support/env.ts';
@@ -19,7 +20,14 @@ after(async () => {
 });
 
 /** Revocations on private keys, with a listener on the blacklist topic. */
-async function fixture(options: { bus?: Bus; holdAfterExpiryS?: number } = {}) {
+async function fixture(
+  options: {
+    bus?: Bus;
+    holdAfterExpiryS?: number;
+    minReplicasAck?: number;
+    replicasAckTimeoutMs?: number;
+  } = {},
+) {
   const name = uniqueName('rev');
   const broker = new MemoryBroker();
   const bus = options.bus ?? new MemoryBus(broker);
@@ -34,6 +42,8 @@ async function fixture(options: { bus?: Bus; holdAfterExpiryS?: number } = {}) {
     bus,
     keys,
     holdAfterExpiryS: options.holdAfterExpiryS ?? 31,
+    minReplicasAck: options.minReplicasAck,
+    replicasAckTimeoutMs: options.replicasAckTimeoutMs,
   });
   return { broker, bus, listener, received, keys, revocations };
 }
@@ -54,6 +64,42 @@ describe('Revocations (logout writes)', () => {
     assert.equal(received[0]!.jti, 'jti-1');
     assert.equal(received[0]!.expire_at, exp + 31);
     await revocations.close();
+  });
+
+  it('with REDIS_MIN_REPLICAS_ACK above the replicas Redis has, a logout fails (503) though the master committed it; a retry fails the same way', async () => {
+    // The machine's Redis has no replica: WAIT 1 answers 0.
+    const { keys, revocations, received } = await fixture({ minReplicasAck: 1, replicasAckTimeoutMs: 50 });
+    const exp = Math.floor(Date.now() / 1000) + 600;
+    await assert.rejects(revocations.revoke('jti-unreplicated', exp), (err: unknown) =>
+      isCachecastError(err, 'REVOCATION_NOT_REPLICATED'),
+    );
+    assert.equal(await redis.exists(keys.prefix + 'jti-unreplicated'), 1, 'the master has it');
+    // The repeated logout (the client's retry) must not answer 204 on the strength of SET NX failing.
+    await assert.rejects(revocations.revoke('jti-unreplicated', exp), (err: unknown) =>
+      isCachecastError(err, 'REVOCATION_NOT_REPLICATED'),
+    );
+    // Its event still goes out (the master has it): the drainer publishes it.
+    revocations.start();
+    await waitFor(() => received.length === 1, 'the event of the committed revocation');
+    await revocations.close();
+  });
+
+  it('shares WAITs: callers answered while one is on the wire join the next, so two WAITs serve any number', async () => {
+    const sent: Array<(n: number) => void> = [];
+    const fake = { wait: () => new Promise<number>((resolve) => sent.push(resolve)) };
+    const acks = new ReplicaAcks(fake as unknown as RedisClient, 1, 1000);
+    const first = acks.acked();
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent.length, 1);
+    const later = [acks.acked(), acks.acked(), acks.acked()];
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent.length, 1, 'the later callers wait for the WAIT on the wire to end first');
+    sent[0]!(1);
+    assert.equal(await first, 1);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sent.length, 2, 'one more WAIT for all of them');
+    sent[1]!(0);
+    assert.deepEqual(await Promise.all(later), [0, 0, 0]);
   });
 
   it('a repeated logout changes nothing and publishes nothing', async () => {

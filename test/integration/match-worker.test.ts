@@ -446,7 +446,26 @@ describe('match worker: Celery interop', () => {
     assert.ok(service.worker.stats.expired >= 2);
   });
 
+  it('a task delivered MATCH_DELIVERY_LIMIT times (x-delivery-count) is dead-lettered, not run or requeued again', async () => {
+    const spent = encodeCeleryTask({ classification: { middle_category: 'glass' } });
+    const last = encodeCeleryTask({ classification: { middle_category: 'glass' } });
+    // A quorum queue counts earlier deliveries in x-delivery-count; the default limit is 20.
+    const withCount = (t: typeof spent, count: number) => ({
+      ...t.properties,
+      headers: { ...t.properties.headers, 'x-delivery-count': count },
+    });
+    await publishRaw(spent.body, withCount(spent, 20));
+    await publishRaw(last.body, withCount(last, 19));
+    await waitFor(async () => (await redis.get(taskMetaKey(last.id))) !== null, 'the 20th delivery run');
+    await waitFor(async () => (await messageCount(MATCH_DLQ)) === 1, 'the 21st dead-lettered');
+    const [dead] = await drain(MATCH_DLQ);
+    assert.ok(String(dead?.headers?.['x-dlq-reason']).startsWith('TASK_DELIVERY_LIMIT: delivered 21 times'));
+    assert.equal(dead?.headers?.id, spent.id);
+    assert.equal(await redis.get(taskMetaKey(spent.id)), null, 'not run');
+  });
+
   it('malformed messages land in character.match.dlq with x-dlq-reason; the worker keeps serving', async () => {
+    const deadBefore = service.worker.stats.dead_lettered;
     const good = encodeCeleryTask({ classification: { middle_category: 'glass' } });
     const badJson = Buffer.from('[[{"middle_category": "gla');
     const cases: Array<{ body: Buffer; properties: Record<string, unknown>; reason: string }> = [
@@ -549,7 +568,7 @@ describe('match worker: Celery interop', () => {
     assert.match(pyBad.message ?? '', /classification must be a dict/);
     const [pyGood] = await celery([{ middle_category: 'glass' }]);
     assert.deepEqual(pyGood?.result, glass);
-    assert.equal(service.worker.stats.dead_lettered, cases.length + 1);
+    assert.equal(service.worker.stats.dead_lettered - deadBefore, cases.length + 1);
     await redis.del(['bad-json-1', 'bad-json-2', 'bad-shape-1', 'bad-shape-2'].map(taskMetaKey));
   });
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseAmqpUrls } from '../../src/amqp/url.ts';
-import { intVar, loadCommonConfig } from '../../src/config/env.ts';
+import { intVar, loadCommonConfig, matchQueueType } from '../../src/config/env.ts';
+import { urlCredentials } from '../../src/redis/target.ts';
 import { CachecastError, describeError, isCachecastError, OptionRangeError } from '../../src/errors.ts';
 import { normalizeReplicaOptions } from '../../src/replica/options.ts';
 import type { Character } from '../../src/datasets/catalog.ts';
@@ -55,6 +56,46 @@ describe('configuration', () => {
     );
     assert.throws(() => parseAmqpUrls('http://a/'), /amqp/);
     assert.throws(() => parseAmqpUrls(' , '), /empty/);
+  });
+
+  it('reads Sentinels, the queue types and refuses what it cannot use', () => {
+    const plain = loadCommonConfig({});
+    assert.deepEqual(plain.redis, { url: 'redis://127.0.0.1:6379/0' });
+    assert.equal(plain.eventQueueType, 'classic');
+    assert.equal(matchQueueType({}), 'classic');
+    const sentinel = loadCommonConfig({
+      REDIS_URL: 'redis://:pw@ignored:1/3',
+      REDIS_SENTINELS: 's1:26379, 10.0.0.2:26380,[::1]:26381',
+      REDIS_SENTINEL_NAME: 'cache-1',
+      EVENT_QUEUE_TYPE: 'quorum',
+    });
+    assert.deepEqual(sentinel.redis, {
+      url: 'redis://:pw@ignored:1/3',
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: '10.0.0.2', port: 26380 },
+        { host: '::1', port: 26381 },
+      ],
+      sentinelName: 'cache-1',
+    });
+    assert.deepEqual(urlCredentials(sentinel.redis.url), {
+      database: 3,
+      username: undefined,
+      password: 'pw',
+      tls: false,
+    });
+    assert.equal(sentinel.eventQueueType, 'quorum');
+    assert.equal(matchQueueType({ MATCH_QUEUE_TYPE: 'quorum' }), 'quorum');
+    for (const bad of ['s1', 's1:0', 's1:70000', 'a b:1', ',']) {
+      assert.throws(
+        () => loadCommonConfig({ REDIS_SENTINELS: bad }),
+        (err: unknown) => isCachecastError(err, 'CONFIG_INVALID') && /REDIS_SENTINELS/.test(err.message),
+        bad,
+      );
+    }
+    assert.throws(() => loadCommonConfig({ REDIS_SENTINEL_NAME: 'a b' }), /REDIS_SENTINEL_NAME/);
+    assert.throws(() => loadCommonConfig({ EVENT_QUEUE_TYPE: 'stream' }), /EVENT_QUEUE_TYPE/);
+    assert.throws(() => matchQueueType({ MATCH_QUEUE_TYPE: 'mirrored' }), /MATCH_QUEUE_TYPE/);
   });
 
   it('redacts passwords in URLs, even unparsable ones', () => {
