@@ -468,7 +468,8 @@ describe('deploy/k8s', () => {
     // Celery's own declaration: durable direct exchange + durable queue with no other arguments,
     // of the type the services declare (MATCH_QUEUE_TYPE in the ConfigMap).
     const configMap = k8sDocs.find((d) => d.kind === 'ConfigMap');
-    const matchType = String(at(configMap, 'data', 'MATCH_QUEUE_TYPE') ?? 'classic');
+    const configured = at(configMap, 'data', 'MATCH_QUEUE_TYPE');
+    const matchType = typeof configured === 'string' ? configured : 'classic';
     assert.equal(at(exchange(MATCH_QUEUE), 'spec', 'type'), 'direct');
     assert.equal(at(exchange(MATCH_QUEUE), 'spec', 'durable'), true);
     const match = queue(MATCH_QUEUE);
