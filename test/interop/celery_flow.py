@@ -11,7 +11,9 @@ One JSON line per task, in order:
   {"task_id": "...", "sent": true, "ok": false, "error": "<exception class>"}   (sent, no result)
   {"sent": false, "error": "<exception class>"}                                 (send_task raised)
 """
+import faulthandler
 import json
+import signal
 import sys
 import threading
 
@@ -31,6 +33,9 @@ app.conf.task_queues = [
 ]
 app.conf.broker_transport_options = {"confirm_publish": True}
 app.conf.task_publish_retry_policy = {"max_retries": 20, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 1}
+
+# Where a stalled client is stuck, on SIGUSR1 (the test's watchdog asks before replacing it).
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 stop = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
