@@ -42,7 +42,11 @@ const TASKS = Number(process.env.BENCH_CLUSTER_TASKS ?? 300);
 const LOGOUTS = Number(process.env.BENCH_CLUSTER_LOGOUTS ?? 1000);
 
 function script(name: string, ...args: string[]): string {
-  return execFileSync('bash', [join(SCRIPTS, name), ...args], { encoding: 'utf8', timeout: 300_000 });
+  return execFileSync('bash', [join(SCRIPTS, name), ...args], {
+    encoding: 'utf8',
+    timeout: 300_000,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
 }
 function envOf(stdout: string): Record<string, string> {
   return Object.fromEntries(
@@ -63,7 +67,7 @@ async function fanout(url: string, type: QueueType, topic: string) {
     const bus = new RabbitMQBus({ url, eventQueueType: type, logger: silentLogger });
     subs.push(bus);
     await bus.subscribe(topic, (m) => {
-      const w = waiting.get(m.body.toString());
+      const w = waiting.get(JSON.parse(m.body.toString()) as string);
       if (w && --w.left === 0) w.done();
     });
   }
@@ -170,9 +174,13 @@ async function celery(clusterUrl: string): Promise<Row[]> {
       await client.close();
       await worker.close();
       // The next type declares the same names: the old queues go.
-      script('rabbit-cluster.sh', 'ctl', '1', 'delete_queue', 'character.match');
-      script('rabbit-cluster.sh', 'ctl', '1', 'delete_queue', 'character.match.dlq');
-      script('rabbit-cluster.sh', 'ctl', '1', 'delete_queue', 'character.grants');
+      for (const queue of ['character.match', 'character.match.dlq', 'character.grants']) {
+        try {
+          script('rabbit-cluster.sh', 'ctl', '1', 'delete_queue', queue);
+        } catch {
+          // Declared only once something was sent to it (the DLQ).
+        }
+      }
     }
   } finally {
     await db.drop();
