@@ -46,35 +46,25 @@ export function connectRedis(target: string | RedisTarget, logger: Logger, name:
     socket: { connectTimeout: CONNECT_TIMEOUT_MS, reconnectStrategy },
   });
   client.on('error', (err: unknown) => logger.warn({ err: describeError(err) }, 'redis connection error'));
-  const connected = client.connect().then(() => undefined);
-  connected.catch(() => undefined);
-  let closing: Promise<void> | undefined;
-  return {
-    client,
-    connected,
-    close() {
-      closing ??= (async () => {
-        if (!client.isReady && client.isOpen) {
-          // A (re)connect may be under way: node-redis attaches its socket to the client
-          // only once it has connected, so a destroy() now would miss it, and the socket
-          // would connect and stay open, keeping the closed service's process alive.
-          // Wait for the attempt to end (connectTimeout bounds it), then close.
-          await new Promise<void>((resolve) => {
-            const done = (): void => {
-              clearTimeout(timer);
-              client.off('connect', done).off('error', done);
-              resolve();
-            };
-            const timer = setTimeout(done, CONNECT_TIMEOUT_MS + 500);
-            client.once('connect', done).once('error', done);
-          });
-        }
-        if (client.isReady) await client.close();
-        else if (client.isOpen) client.destroy();
-      })();
-      return closing;
-    },
-  };
+  return managed(client, client.connect(), async () => {
+    if (!client.isReady && client.isOpen) {
+      // A (re)connect may be under way: node-redis attaches its socket to the client
+      // only once it has connected, so a destroy() now would miss it, and the socket
+      // would connect and stay open, keeping the closed service's process alive.
+      // Wait for the attempt to end (connectTimeout bounds it), then close.
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          client.off('connect', done).off('error', done);
+          resolve();
+        };
+        const timer = setTimeout(done, CONNECT_TIMEOUT_MS + 500);
+        client.once('connect', done).once('error', done);
+      });
+    }
+    if (client.isReady) await client.close();
+    else if (client.isOpen) client.destroy();
+  });
 }
 
 function connectSentinel(
@@ -101,21 +91,25 @@ function connectSentinel(
       logger.info({ master: `${event.node.host}:${event.node.port}` }, 'redis master (from Sentinel)');
     }
   });
-  const connected = client.connect().then(() => undefined);
+  return managed(client, client.connect(), async () => {
+    // Not waiting for the first connection: with every Sentinel unreachable it would
+    // take node-redis 16 rediscovery rounds (about as many seconds) to give up.
+    // destroy() ends that loop at its next round.
+    if (client.isReady) await client.close().catch(() => client.destroy());
+    else await client.destroy().catch(() => undefined);
+  });
+}
+
+/** `connected` settles with the first connection (never unhandled); close() runs once. */
+function managed(
+  client: RedisClient,
+  connecting: Promise<unknown>,
+  close: () => Promise<void>,
+): ManagedRedis {
+  const connected = connecting.then(() => undefined);
   connected.catch(() => undefined);
   let closing: Promise<void> | undefined;
-  return {
-    client,
-    connected,
-    close() {
-      closing ??= (async () => {
-        await connected.catch(() => undefined);
-        if (client.isReady) await client.close().catch(() => client.destroy());
-        else if (client.isOpen) await client.destroy();
-      })();
-      return closing;
-    },
-  };
+  return { client, connected, close: () => (closing ??= close()) };
 }
 
 /** Every key matching `match`, a SCAN step at a time, on either kind of client. */

@@ -34,4 +34,18 @@ describe('connectRedis', () => {
     await redis.close();
     assert.equal(await connectionsNamed(name), 0);
   });
+
+  it('close() of a Sentinel client whose Sentinels are all unreachable does not wait for node-redis to give up', async () => {
+    // Nothing listens on this port: node-redis retries for about 16 s before connected rejects.
+    const redis = connectRedis(
+      { url: REDIS_URL, sentinels: [{ host: '127.0.0.1', port: 1 }] },
+      silentLogger,
+      uniqueName('sentinel-unreachable'),
+    );
+    const closed = await Promise.race([
+      redis.close().then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), 8000)),
+    ]);
+    assert.equal(closed, true, 'close() returned before the rediscovery rounds ran out');
+  });
 });
