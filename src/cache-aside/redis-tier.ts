@@ -186,7 +186,7 @@ export class RedisTier {
     ).then(
       (master) => {
         if (this.#closed) throw new CachecastError('CACHE_CONNECT_FAILED', 'the cache is closed');
-        return this.#connecting === asking ? this.#open(master) : this.#ready();
+        return this.#open(master);
       },
       (err: unknown) => {
         if (this.#connecting === asking) this.#connecting = undefined;

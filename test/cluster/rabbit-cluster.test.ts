@@ -19,6 +19,7 @@ import {
   startAuthzMember,
 } from '../support/authz-fleet.ts';
 import { upsertCharacter } from '../support/catalog-writes.ts';
+import { character } from '../support/replica-fixtures.ts';
 import { envLines, rabbitClusterScript } from '../support/clusters.ts';
 import type { TestDatabase } from '../support/env.ts';
 import { DATABASE_URL, REDIS_URL, redisClient, testDatabase } from '../support/env.ts';
@@ -46,16 +47,9 @@ after(async () => {
   await rabbitClusterScript('down');
 });
 
-function char(code: string, match_label: string, dialog = `hello from ${code}`): Character {
-  return {
-    id: randomUUID(),
-    code,
-    name: `Name ${code}`,
-    match_label,
-    type_label: 'type',
-    dialog,
-    is_default: false,
-  };
+/** A catalog row PostgreSQL takes (its ids are UUIDs). */
+function char(code: string, matchLabel: string): Character {
+  return character(code, matchLabel, { id: randomUUID() });
 }
 
 function databaseUrl(): string {
@@ -173,7 +167,6 @@ describe('a three-node RabbitMQ cluster: each node stopped in turn, one killed',
         await delay(20);
       }
     };
-    const written: Character[] = [];
     const writes = async (): Promise<void> => {
       while (!stop) {
         const c = char(`c${catalogWrites}`, `label-${catalogWrites % 7}`);
@@ -181,7 +174,6 @@ describe('a three-node RabbitMQ cluster: each node stopped in turn, one killed',
           at.write = 'upsert';
           await upsertCharacter(db.pool, c);
           at.write = 'done';
-          written.push(c);
           catalogWrites++;
         } catch {
           writeFailures++;
@@ -319,7 +311,7 @@ describe('a three-node RabbitMQ cluster: each node stopped in turn, one killed',
         const have = new Map(worker.replica.entries().map(([, c]) => [c.id, c.dialog]));
         return rows.length === have.size && rows.every((r) => have.get(r.id) === r.dialog);
       },
-      `the catalog replica equal to PostgreSQL (${rows.length} rows, ${written.length} written)`,
+      `the catalog replica equal to PostgreSQL (${rows.length} rows, ${catalogWrites} written)`,
       30_000,
     );
   });
