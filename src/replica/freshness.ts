@@ -58,6 +58,8 @@ export interface FreshnessOptions {
   /** Simulator mutants: compare versions only; ignore heartbeats and the bound. */
   versionOnly: boolean;
   noHeartbeat: boolean;
+  /** Simulator mutant: a proof ignores changes applied early, past a gap. */
+  earlyUnproven: boolean;
 }
 
 export interface FreshnessStats {
@@ -269,12 +271,25 @@ export class Freshness<V> {
       );
       return this.#host.resync('ahead');
     }
-    if (!o.authoritative && o.version < gen.version) {
-      // A heartbeat older than this replica's state proves it only if the replica moved on after
-      // the heartbeat's read: a version applied here before the source had it was forged.
-      const next = gen.releasedAt(o.version + 1);
-      if (next === undefined) return;
-      if (next <= o.readAt) return void this.check();
+    // An observation proves what the store held when the source was read. A change of a later
+    // version already in the store then (released, or applied early past a gap) is one the
+    // source did not have: forged, or lost by the source. A heartbeat only makes us read.
+    const entered = gen.enteredAbove(o.version, !this.#o.earlyUnproven);
+    if (entered === undefined) return;
+    if (entered <= o.readAt) {
+      if (!o.authoritative) return void this.check();
+      if (this.#host.resyncing()) return;
+      // Held ones (applied early, or waiting) are taken back; a released one needs a reload.
+      const forged = gen.dropHeldAbove(o.version, o.readAt);
+      if (forged > 0)
+        this.#host.logger.warn({ forged, source: o.version }, 'dropped versions the source never had');
+      if ((gen.enteredAbove(o.version, !this.#o.earlyUnproven) ?? -Infinity) <= o.readAt) {
+        this.#host.logger.warn(
+          { local: gen.version, source: o.version },
+          'replica applied a version its source did not have: reloading',
+        );
+        return this.#host.resync('ahead');
+      }
     }
     const local = this.#localDigest(gen, o, now);
     if (local === undefined) {

@@ -121,8 +121,9 @@ export class GapRepair<V> {
     }
     if (gen.reloadAt !== undefined || h.busy()) return;
     if (result.state) {
-      // Held versions the source does not have were never committed: forged. Taken back.
-      const forged = gen.dropHeldAbove(result.state.version);
+      // Held versions that came before the read and that the source does not have were never
+      // committed: forged. Taken back. (One that came after may be a commit since the read.)
+      const forged = gen.dropHeldAbove(result.state.version, readAt);
       if (forged > 0)
         h.logger.warn({ forged, source: result.state.version }, 'dropped versions the source never had');
     }

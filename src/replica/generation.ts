@@ -82,8 +82,11 @@ export class Generation<V> {
    * digest deltas (recorded at release), and how to take them back if the
    * version turns out never to have been committed.
    */
-  readonly #early = new Map<number, { deltas: DigestDelta[]; key: string; previous: V | undefined }>();
-  /** Per released version, the digest deltas it made and when (the last HISTORY versions). */
+  readonly #early = new Map<
+    number,
+    { deltas: DigestDelta[]; key: string; previous: V | undefined; at: number }
+  >();
+  /** Per released version, the digest deltas it made and when its change entered the store (the last HISTORY versions). */
   readonly #history: Array<{ version: number; deltas: DigestDelta[]; at: number }> = [];
   /** Unversioned changes applied while the source's digest waits to be adopted: they go on top of it. */
   readonly #beforeAdoption: DigestDelta[] = [];
@@ -154,7 +157,12 @@ export class Generation<V> {
     const { change } = event;
     if (change.kind !== 'set' && change.kind !== 'delete') return;
     const previous = this.#store.get(change.key);
-    this.#early.set(event.version, { deltas: this.#apply(change), key: change.key, previous });
+    this.#early.set(event.version, {
+      deltas: this.#apply(change),
+      key: change.key,
+      previous,
+      at: this.#now(),
+    });
   }
 
   /**
@@ -173,19 +181,19 @@ export class Generation<V> {
       const early = this.#early.get(event.version);
       if (early) this.#early.delete(event.version);
       const deltas = early?.deltas ?? this.#apply(event.change);
-      this.#record(event.version, deltas);
+      this.#record(event.version, deltas, early?.at ?? this.#now());
       released(event, early !== undefined);
       this.#adoptDigestIfDue();
     }
   }
 
   /**
-   * Drops held events above `version` (the source has no such version: they
-   * were forged), taking back the changes applied early, newest first.
-   * Returns how many were dropped.
+   * Drops held events above `version` that arrived by `arrivedBy` (the source
+   * had no such version when read after they came: they were forged), taking
+   * back the changes applied early, newest first. Returns how many were dropped.
    */
-  dropHeldAbove(version: number): number {
-    const dropped = this.#seq.dropAbove(version).sort((a, b) => b.version - a.version);
+  dropHeldAbove(version: number, arrivedBy = Infinity): number {
+    const dropped = this.#seq.dropAbove(version, arrivedBy).sort((a, b) => b.version - a.version);
     for (const event of dropped) {
       const early = this.#early.get(event.version);
       if (!early) continue;
@@ -235,17 +243,27 @@ export class Generation<V> {
     return xorHex(current, combineDeltas(since, fromBucket));
   }
 
-  /** When this generation released `version`, if its history still has it. */
-  releasedAt(version: number): number | undefined {
-    const first = this.#history[0];
-    if (!first || version < first.version || version > this.version) return undefined;
-    return this.#history[version - first.version]?.at;
+  /**
+   * The earliest time a change of a version above `version` entered the
+   * store, released or applied early: Infinity when none has, undefined when
+   * the history no longer reaches back to `version`. (`early`: false only for
+   * the simulator's mutant.)
+   */
+  enteredAbove(version: number, early = true): number | undefined {
+    let first = Infinity;
+    if (early) for (const [v, e] of this.#early) if (v > version && e.at < first) first = e.at;
+    if (version >= this.version) return first;
+    const history = this.#history;
+    if (history.length === 0 || history[0]!.version > version + 1) return undefined;
+    for (let i = history.length - 1; i >= 0 && history[i]!.version > version; i--)
+      first = Math.min(first, history[i]!.at);
+    return first;
   }
 
-  #record(version: number, deltas: DigestDelta[]): void {
+  #record(version: number, deltas: DigestDelta[], at: number): void {
     if (!this.#digest) return;
     for (const d of deltas) this.#digest.xor(d.bucket, d.hi, d.lo);
-    this.#history.push({ version, deltas, at: this.#now() });
+    this.#history.push({ version, deltas, at });
     if (this.#history.length > HISTORY) this.#history.shift();
   }
 

@@ -75,7 +75,13 @@ export interface ReplicatedCacheOptions<V> {
 }
 
 /** Known defects the simulator must catch. */
-export const PROTOCOL_MUTANTS = ['buffer-order', 'no-epoch', 'version-only-check', 'no-heartbeat'] as const;
+export const PROTOCOL_MUTANTS = [
+  'buffer-order',
+  'no-epoch',
+  'version-only-check',
+  'no-heartbeat',
+  'early-unproven',
+] as const;
 export type ProtocolMutant = (typeof PROTOCOL_MUTANTS)[number];
 
 export interface ResolvedReplicaOptions<V> {

@@ -111,6 +111,7 @@ export class Replicator<V> {
         expiring: this.#expireAt !== undefined,
         versionOnly: o.mutant === 'version-only-check',
         noHeartbeat: o.mutant === 'no-heartbeat',
+        earlyUnproven: o.mutant === 'early-unproven',
       },
     );
     this.#epochs = new EpochBook<V>(o.maxBufferedEvents);

@@ -62,11 +62,11 @@ export class Sequencer<E extends { readonly version: number }> {
     return [...this.#held.values()].sort((a, b) => a.version - b.version);
   }
 
-  /** Removes and returns the held events above `version`. */
-  dropAbove(version: number): E[] {
+  /** Removes and returns the held events above `version` that arrived by `arrivedBy`. */
+  dropAbove(version: number, arrivedBy = Infinity): E[] {
     const dropped: E[] = [];
     for (const [v, event] of this.#held) {
-      if (v <= version) continue;
+      if (v <= version || this.#heldAt.get(v)! > arrivedBy) continue;
       this.#held.delete(v);
       this.#heldAt.delete(v);
       dropped.push(event);

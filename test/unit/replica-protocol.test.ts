@@ -223,6 +223,36 @@ describe('sync protocol: anti-entropy by content', () => {
     assert.equal(w.replica.stats().events_held, 0);
     assert.equal(w.replica.state, 'ready');
   });
+
+  it('a heartbeat does not prove a forged revocation applied ahead of its version; the real one takes that version', async () => {
+    // The simulator found it (seed 90417, schedule 180): the real events filled the gap before
+    // the gap timer, the forged change took their version, and a proof at a lower version,
+    // blind to changes applied early, kept the replica ready with it while the source was down.
+    const w = world(blacklistDataset);
+    await w.replica.start();
+    const value = toBlacklistValue(w.clock.now() / 1000 + 600);
+    const set = (key: string) => blacklistDataset.encode!({ kind: 'set', key, value });
+    await w.publish({ version: 3, epoch: w.source.epoch, payload: set('victim') });
+    assert.equal(w.replica.has('victim'), true, 'revocations apply ahead of their version');
+    await w.clock.advance(10);
+    await w.heartbeat(); // the source at v0, read after the forged change was applied
+    await settle();
+    assert.equal(w.replica.has('victim'), false, 'taken back by the read the heartbeat asked for');
+    assert.equal(w.replica.stats().source_checks, 1);
+    for (const key of ['a', 'b', 'c']) await w.publish(w.commit({ kind: 'set', key, value }));
+    assert.equal(w.replica.version, 3);
+    assert.deepEqual(
+      w.replica
+        .entries()
+        .map(([key]) => key)
+        .sort(),
+      ['a', 'b', 'c'],
+    );
+    await w.heartbeat();
+    await settle();
+    assert.equal(w.replica.state, 'ready');
+    assert.equal(w.replica.stats().divergences, 0);
+  });
 });
 
 describe('sync protocol: the bound on silent staleness', () => {
