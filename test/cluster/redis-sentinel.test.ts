@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import { createClient } from 'redis';
 import { CacheAside } from '../../src/cache-aside/cache-aside.ts';
 import { defineCacheKeys } from '../../src/cache-aside/cache-key.ts';
@@ -7,6 +11,9 @@ import { BLACKLIST_KEYS } from '../../src/datasets/blacklist.ts';
 import { silentLogger } from '../../src/logger.ts';
 import { connectRedis } from '../../src/redis/client.ts';
 import { parseSentinels } from '../../src/redis/target.ts';
+import { startCatalog } from '../../src/services/catalog/main.ts';
+import type { UserCollection } from '../../src/services/catalog/user-collections.ts';
+import { startMatchWorkerService } from '../../src/services/match-worker/main.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
   check,
@@ -15,8 +22,13 @@ import {
   replicaState,
   startAuthMember,
   startAuthzMember,
+  TEST_JWT_SECRET,
 } from '../support/authz-fleet.ts';
+import { upsertCharacter } from '../support/catalog-writes.ts';
 import { envLines, sentinelScript } from '../support/clusters.ts';
+import { DATABASE_URL, RABBITMQ_URL, testDatabase, uniqueName } from '../support/env.ts';
+import { claims, hs256 } from '../support/jwt-tokens.ts';
+import { character } from '../support/replica-fixtures.ts';
 import { delay, waitFor } from '../support/wait.ts';
 
 // A master (6391), a replica (6392) and three Sentinels (26391-26393) from
@@ -186,5 +198,86 @@ describe('Redis Sentinel: services follow failovers', () => {
       'cache-aside writing back to the new master',
       20_000,
     );
+  });
+
+  it("Celery results (Python's Celery on a Sentinel result backend) and users' collections work after a failover", async () => {
+    const db = await testDatabase();
+    running.push({ close: () => db.drop() });
+    const pet = character('pet', '플라스틱', { id: randomUUID() });
+    await upsertCharacter(db.pool, pet);
+    const database = new URL(DATABASE_URL);
+    database.searchParams.set('options', `-c search_path=${db.schema}`);
+    const env = {
+      ...sentinelEnv,
+      RABBITMQ_URL,
+      // With Sentinels, the URL gives only the database (and credentials).
+      REDIS_URL: 'redis://127.0.0.1:6379/1',
+      DATABASE_URL: database.toString(),
+      HOST: '127.0.0.1',
+      ADMIN_PORT: '0',
+      LOG_LEVEL: 'silent',
+    };
+    const worker = await startMatchWorkerService(env);
+    running.push(worker);
+    const catalog = await startCatalog({ ...env, PORT: '0', JWT_SECRET: TEST_JWT_SECRET });
+    running.push(catalog);
+    await waitFor(() => worker.worker.consuming, 'the match worker consuming', 30_000);
+    await waitFor(
+      async () => (await fetch(`${catalog.endpoints.admin}/readyz`)).status === 200,
+      'the catalog ready',
+      30_000,
+    );
+
+    // Celery's own Sentinel result backend (redis-py's Sentinel client), on the database of REDIS_URL.
+    const redisDb = new URL(env.REDIS_URL).pathname;
+    const backend = sentinelEnv
+      .REDIS_SENTINELS!.split(',')
+      .map((node) => `sentinel://${node}${redisDb}`)
+      .join(';');
+    const classification = { major_category: '재활용', middle_category: '플라스틱', minor_category: 'PET' };
+    const matchTask = async (user: string) => {
+      const { stdout } = await promisify(execFile)(
+        '/usr/bin/python3',
+        [
+          join(import.meta.dirname, '../interop/celery_send.py'),
+          RABBITMQ_URL,
+          backend,
+          '--sentinel-master',
+          sentinelEnv.REDIS_SENTINEL_NAME!,
+          '--user-id',
+          user,
+          '--timeout',
+          '20',
+          JSON.stringify(classification),
+        ],
+        { timeout: 60_000 },
+      );
+      return JSON.parse(stdout.trim()) as { ok: boolean; result?: { code?: string }; error?: string };
+    };
+    const collection = async (user: string): Promise<string[]> => {
+      const res = await fetch(`${catalog.endpoints.http}/api/v1/users/${user}/characters`, {
+        headers: { authorization: `Bearer ${hs256(claims({ sub: user }))}` },
+      });
+      assert.equal(res.status, 200, `the collection of ${user}: ${res.status}`);
+      return ((await res.json()) as UserCollection).characters.map((c) => c.code);
+    };
+    /** A task answered through Celery's backend, and its grant in the (cached) collection. */
+    const granted = async (user: string, when: string): Promise<void> => {
+      assert.deepEqual(await collection(user), [], `${user} has nothing yet (${when})`);
+      const answer = await matchTask(user);
+      assert.equal(answer.ok, true, `the task's result through Celery's backend (${when}): ${answer.error}`);
+      assert.equal(answer.result?.code, 'pet');
+      await waitFor(
+        async () => (await collection(user)).includes('pet'),
+        `the grant in ${user}'s collection ${when} (the cached empty one invalidated)`,
+        20_000,
+      );
+    };
+
+    const before = uniqueName('sentinel-celery-before');
+    await granted(before, 'before the failover');
+    await sentinelScript('failover');
+    await granted(uniqueName('sentinel-celery-after'), 'after the failover');
+    assert.deepEqual(await collection(before), ['pet'], 'a collection from before still answers');
   });
 });

@@ -3,11 +3,14 @@
 No Celery configuration beyond the two URLs.
 
 usage: celery_send.py <amqp url> <redis url> [--user-id ID] [--expires-ago S] [--timeout S]
-                      <classification json>...
+                      [--sentinel-master NAME] <classification json>...
 
 --user-id ID      kwargs={"user_id": ID}; ID is read as JSON when it parses (42 -> int), else a string
 --expires-ago S   send with expires = now - S seconds (an already expired task)
 --timeout S       AsyncResult.get(timeout=S), default 15
+--sentinel-master NAME
+                  the result backend is Redis behind Sentinel: <redis url> is then Celery's
+                  sentinel://host:port/db;sentinel://... and NAME the master's name
 
 Each classification is sent as args=[classification] (any JSON value, so that
 tests can send bad shapes too) and awaited in turn. One JSON line per task:
@@ -27,10 +30,13 @@ parser.add_argument("backend")
 parser.add_argument("--user-id")
 parser.add_argument("--expires-ago", type=float)
 parser.add_argument("--timeout", type=float, default=15.0)
+parser.add_argument("--sentinel-master")
 parser.add_argument("classifications", nargs="+")
 opts = parser.parse_args()
 
 app = Celery(broker=opts.broker, backend=opts.backend)
+if opts.sentinel_master:
+    app.conf.result_backend_transport_options = {"master_name": opts.sentinel_master}
 
 kwargs = {}
 if opts.user_id is not None:
