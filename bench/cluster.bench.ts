@@ -163,7 +163,7 @@ async function celery(clusterUrl: string): Promise<Row[]> {
       await worker.consuming;
       const client = new CeleryClient({
         rabbitmqUrl: clusterUrl,
-        redisUrl: REDIS_BENCH_URL,
+        redis: REDIS_BENCH_URL,
         queueType: type,
       });
       const classification = { major_category: '재활용', middle_category: '플라스틱', minor_category: 'PET' };

@@ -1,12 +1,12 @@
-import { createClient } from 'redis';
 import { CachecastError, describeError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import { silentLogger } from '../logger.ts';
 import { redactUrl } from '../util/redact.ts';
 import type { RedisNodeClient } from '../redis/client.ts';
+import { createNodeClient } from '../redis/client.ts';
 import { askSentinelsForMaster } from '../redis/sentinel-master.ts';
 import type { RedisNode } from '../redis/target.ts';
-import { DEFAULT_SENTINEL_NAME, urlCredentials } from '../redis/target.ts';
+import { DEFAULT_SENTINEL_NAME } from '../redis/target.ts';
 import { classifyRedisError } from './redis-errors.ts';
 
 function asError(err: unknown): Error {
@@ -200,27 +200,11 @@ export class RedisTier {
 
   /** A new connection to `master`, or to the URL's server without Sentinels. */
   #open(master: RedisNode | undefined): Promise<RedisNodeClient> {
-    const base = {
+    const fresh = createNodeClient(this.#o.url, master, {
       name: this.#o.clientName,
-      disableOfflineQueue: true,
+      connectTimeoutMs: this.#o.commandTimeoutMs,
       disableClientInfo: true,
-    };
-    const socket = { connectTimeout: this.#o.commandTimeoutMs, reconnectStrategy: false as const };
-    let fresh: RedisNodeClient;
-    if (master) {
-      const { database, username, password, tls } = urlCredentials(this.#o.url);
-      fresh = createClient({
-        ...base,
-        database,
-        username,
-        password,
-        socket: tls
-          ? { ...socket, host: master.host, port: master.port, tls: true }
-          : { ...socket, host: master.host, port: master.port },
-      });
-    } else {
-      fresh = createClient({ ...base, url: this.#o.url, socket });
-    }
+    });
     fresh.on('error', (err: unknown) =>
       this.#o.logger.debug({ err: describeError(err) }, 'redis connection error'),
     );

@@ -100,6 +100,40 @@ function connectSentinel(
   });
 }
 
+/**
+ * A client of one server that never reconnects by itself (no reconnect
+ * strategy, no offline queue): for callers that open a new connection after
+ * each fault. `master`: the server the Sentinels named, reached with the URL's
+ * database, user, password and TLS; without it, the URL's own server.
+ */
+export function createNodeClient(
+  url: string,
+  master: RedisNode | undefined,
+  options: {
+    name?: string | undefined;
+    connectTimeoutMs: number;
+    /** No CLIENT SETINFO in the handshake (one command less per connection). @default false */
+    disableClientInfo?: boolean;
+  },
+): RedisNodeClient {
+  const base = {
+    name: options.name,
+    disableOfflineQueue: true,
+    disableClientInfo: options.disableClientInfo ?? false,
+  };
+  const socket = { connectTimeout: options.connectTimeoutMs, reconnectStrategy: false as const };
+  if (!master) return createClient({ ...base, url, socket });
+  const { database, username, password, tls } = urlCredentials(url);
+  const at = { ...socket, host: master.host, port: master.port };
+  return createClient({
+    ...base,
+    database,
+    username,
+    password,
+    socket: tls ? { ...at, tls: true } : at,
+  });
+}
+
 /** `connected` settles with the first connection (never unhandled); close() runs once. */
 function managed(
   client: RedisClient,

@@ -5,7 +5,6 @@
 // a task protocol v2 message (encodeCeleryTask: Celery 5's headers and body),
 // then wait on Redis for `celery-task-meta-<id>` the way Celery's Redis result
 // consumer does: SUBSCRIBE to the key's channel, then GET in case it is there.
-import { createClient } from 'redis';
 import type { Connection } from '../amqp/connection.ts';
 import { openAmqpConnection } from '../amqp/connection.ts';
 import { WorkQueuePublisher } from '../amqp/work-queue.ts';
@@ -16,11 +15,17 @@ import { MATCH_QUEUE, celeryQueueDeclaration } from '../celery/queue.ts';
 import type { CeleryResultMeta } from '../celery/result-backend.ts';
 import { taskMetaKey } from '../celery/result-backend.ts';
 import { CachecastError, describeError } from '../errors.ts';
+import type { RedisNodeClient } from '../redis/client.ts';
+import { createNodeClient } from '../redis/client.ts';
+import { askSentinelsForMaster } from '../redis/sentinel-master.ts';
+import type { RedisTarget } from '../redis/target.ts';
+import { DEFAULT_SENTINEL_NAME, toRedisTarget } from '../redis/target.ts';
 import { deferred } from '../util/deferred.ts';
 
 export interface CeleryClientOptions {
   rabbitmqUrl: string;
-  redisUrl: string;
+  /** Where results are read: a URL, or the master the Sentinels name (asked at each new connection). */
+  redis: string | RedisTarget;
   /** How `character.match` is declared (MATCH_QUEUE_TYPE). @default 'classic' */
   queueType?: QueueType;
   /** How long a publish waits for the broker's confirm. @default 5000 */
@@ -42,16 +47,20 @@ export interface CeleryCallResult {
   totalMs: number;
 }
 
-type Redis = ReturnType<typeof createClient>;
+/** The two connections a call uses: GET, and SUBSCRIBE (a subscribed connection takes nothing else). */
+interface Clients {
+  redis: RedisNodeClient;
+  subscriber: RedisNodeClient;
+}
 
 export class CeleryClient {
   readonly #connection: Connection;
   readonly #publisher: WorkQueuePublisher;
-  readonly #redis: Redis;
-  readonly #subscriber: Redis;
-  /** Each client's connection attempt in progress. */
-  readonly #connecting = new Map<Redis, Promise<unknown>>();
+  readonly #redis: RedisTarget;
   readonly #connectTimeoutMs: number;
+  #clients: Clients | undefined;
+  /** The connection attempt in progress, which every call joins. */
+  #connecting: Promise<Clients> | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(options: CeleryClientOptions) {
@@ -66,52 +75,67 @@ export class CeleryClient {
       declare: celeryQueueDeclaration(MATCH_QUEUE, options.queueType),
       publishTimeoutMs,
     });
-    // No reconnect loop of node-redis's own (its default retries forever, and connect() waits for
-    // it): a failed attempt fails, and the next call makes a new one.
+    this.#redis = toRedisTarget(options.redis);
     this.#connectTimeoutMs = options.redisConnectTimeoutMs ?? 2000;
-    this.#redis = createClient({
-      url: options.redisUrl,
-      disableOfflineQueue: true,
-      socket: { connectTimeout: this.#connectTimeoutMs, reconnectStrategy: false },
+  }
+
+  /**
+   * Both connections, ready. When either is not (never opened, or dropped: no
+   * reconnect loop of node-redis's own, whose default retries forever and
+   * makes connect() wait for it), both are replaced by new ones, to the
+   * master the Sentinels name now: after a failover, the new one.
+   */
+  #connect(): Promise<Clients> {
+    const current = this.#clients;
+    if (current?.redis.isReady && current.subscriber.isReady) return Promise.resolve(current);
+    this.#connecting ??= this.#open().finally(() => {
+      this.#connecting = undefined;
     });
-    this.#redis.on('error', () => undefined);
-    this.#subscriber = this.#redis.duplicate();
-    this.#subscriber.on('error', () => undefined);
+    return this.#connecting;
   }
 
-  /** Connects whichever client is not connected (one may be while the other failed). */
-  #connect(): Promise<void> {
-    return Promise.all([this.#redis, this.#subscriber].map((c) => this.#connectOne(c))).then(() => undefined);
-  }
-
-  #connectOne(client: Redis): Promise<unknown> {
-    if (client.isReady) return Promise.resolve();
-    let attempt = this.#connecting.get(client);
-    if (!attempt) {
-      // Open but not ready with no attempt of ours running cannot last without a reconnect
-      // strategy; should it happen, start over rather than fail with "Socket already opened".
-      if (client.isOpen) client.destroy();
-      // connectTimeout bounds the TCP connect only: a server that accepts and never answers the
-      // handshake would hold the attempt (and every later call joining it) forever.
-      attempt = new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => {
-          reject(new Error(`Redis not ready within ${this.#connectTimeoutMs} ms`));
-          if (client.isOpen) client.destroy();
-        }, this.#connectTimeoutMs);
-        client.connect().then(
-          () => {
-            clearTimeout(timer);
-            resolve();
-          },
-          (err: unknown) => {
-            clearTimeout(timer);
-            reject(err instanceof Error ? err : new Error(String(err)));
-          },
-        );
-      }).finally(() => this.#connecting.delete(client));
-      this.#connecting.set(client, attempt);
+  async #open(): Promise<Clients> {
+    if (this.#clients) destroyClients(this.#clients);
+    this.#clients = undefined;
+    const { url, sentinels, sentinelName } = this.#redis;
+    const master = sentinels?.length
+      ? await askSentinelsForMaster(sentinels, sentinelName ?? DEFAULT_SENTINEL_NAME, this.#connectTimeoutMs)
+      : undefined;
+    const redis = createNodeClient(url, master, { connectTimeoutMs: this.#connectTimeoutMs });
+    const clients = { redis, subscriber: redis.duplicate() };
+    for (const client of [clients.redis, clients.subscriber]) client.on('error', () => undefined);
+    try {
+      await Promise.all([this.#connectOne(clients.redis), this.#connectOne(clients.subscriber)]);
+    } catch (err) {
+      destroyClients(clients);
+      throw err;
     }
-    return attempt;
+    if (this.#closing) {
+      destroyClients(clients);
+      throw new CachecastError('BUS_CLOSED', 'celery client is closed');
+    }
+    this.#clients = clients;
+    return clients;
+  }
+
+  /** connectTimeout bounds the TCP connect only: a server that accepts and never answers the handshake would hold the attempt forever. */
+  #connectOne(client: RedisNodeClient): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(new Error(`Redis not ready within ${this.#connectTimeoutMs} ms`));
+        if (client.isOpen) client.destroy();
+      }, this.#connectTimeoutMs);
+      client.connect().then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    });
   }
 
   /**
@@ -143,6 +167,7 @@ export class CeleryClient {
     // Every step races the one deadline; a step still running past it is left to fail on its own.
     const within = <T>(step: Promise<T>): Promise<T> => Promise.race([step, timeout]);
     const result = deferred<CeleryResultMeta>();
+    let clients: Clients | undefined;
     const accept = (raw: string | null): void => {
       if (raw === null) return;
       try {
@@ -156,16 +181,17 @@ export class CeleryClient {
       }
     };
     try {
-      await within(this.#connect());
+      const { redis, subscriber } = await within(this.#connect());
+      clients = { redis, subscriber };
       stage = 'subscribing';
-      await within(this.#subscriber.subscribe(key, (message) => accept(message)));
+      await within(subscriber.subscribe(key, (message) => accept(message)));
       stage = 'publishing';
       await within(
         this.#publisher.send({ exchange: MATCH_QUEUE, routingKey: MATCH_QUEUE }, task.body, task.properties),
       );
       const publishedMs = performance.now() - started;
       stage = 'waiting for the result';
-      accept(await within(this.#redis.get(key)));
+      accept(await within(redis.get(key)));
       const meta = await within(result.promise);
       return { taskId: task.id, meta, publishedMs, totalMs: performance.now() - started };
     } catch (err) {
@@ -174,7 +200,7 @@ export class CeleryClient {
       clearTimeout(timer);
       // Not awaited: on a broken connection it would wait for the next one. The listener goes at once.
       try {
-        this.#subscriber.unsubscribe(key).catch(() => undefined);
+        clients?.subscriber.unsubscribe(key).catch(() => undefined);
       } catch {
         // closed client: nothing subscribed on it any more
       }
@@ -186,11 +212,20 @@ export class CeleryClient {
     this.#closing ??= (async () => {
       await this.#publisher.close().catch(() => undefined);
       await this.#connection.close().catch(() => undefined);
-      for (const client of [this.#subscriber, this.#redis]) {
-        if (client.isReady) await client.close().catch(() => undefined);
-        else if (client.isOpen) client.destroy();
+      await this.#connecting?.catch(() => undefined);
+      const clients = this.#clients;
+      this.#clients = undefined;
+      if (clients) {
+        for (const client of [clients.subscriber, clients.redis]) {
+          if (client.isReady) await client.close().catch(() => undefined);
+          else if (client.isOpen) client.destroy();
+        }
       }
     })();
     return this.#closing;
   }
+}
+
+function destroyClients(clients: Clients): void {
+  for (const client of [clients.redis, clients.subscriber]) if (client.isOpen) client.destroy();
 }

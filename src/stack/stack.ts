@@ -114,7 +114,7 @@ export async function startStack(options: StartStackOptions = {}): Promise<Runni
     parts.add('monitor', () => monitor.close());
     const celery = new CeleryClient({
       rabbitmqUrl: config.common.rabbitmqUrl,
-      redisUrl: config.common.redisUrl,
+      redis: config.common.redis,
       queueType: config.matchQueueType,
     });
     parts.addOuter('celery client', () => celery.close());

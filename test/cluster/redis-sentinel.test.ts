@@ -14,6 +14,7 @@ import { parseSentinels } from '../../src/redis/target.ts';
 import { startCatalog } from '../../src/services/catalog/main.ts';
 import type { UserCollection } from '../../src/services/catalog/user-collections.ts';
 import { startMatchWorkerService } from '../../src/services/match-worker/main.ts';
+import { CeleryClient } from '../../src/stack/celery-client.ts';
 import type { FleetMember } from '../support/authz-fleet.ts';
 import {
   check,
@@ -200,7 +201,7 @@ describe('Redis Sentinel: services follow failovers', () => {
     );
   });
 
-  it("Celery results (Python's Celery on a Sentinel result backend) and users' collections work after a failover", async () => {
+  it("Celery results (Python's Celery on a Sentinel result backend, and the stack's client) and users' collections work after a failover", async () => {
     const db = await testDatabase();
     running.push({ close: () => db.drop() });
     const pet = character('pet', '플라스틱', { id: randomUUID() });
@@ -261,6 +262,16 @@ describe('Redis Sentinel: services follow failovers', () => {
       assert.equal(res.status, 200, `the collection of ${user}: ${res.status}`);
       return ((await res.json()) as UserCollection).characters.map((c) => c.code);
     };
+    // The stack's Node client too (the dashboard's match), one client across the failover.
+    const node = new CeleryClient({
+      rabbitmqUrl: RABBITMQ_URL,
+      redis: { url: env.REDIS_URL, sentinels: parseSentinels(sentinelEnv.REDIS_SENTINELS!) },
+    });
+    running.push(node);
+    const nodeMatch = async (when: string): Promise<void> => {
+      const { meta } = await node.match(classification, { timeoutMs: 20_000 });
+      assert.equal(meta.status, 'SUCCESS', `the stack's client ${when}`);
+    };
     /** A task answered through Celery's backend, and its grant in the (cached) collection. */
     const granted = async (user: string, when: string): Promise<void> => {
       assert.deepEqual(await collection(user), [], `${user} has nothing yet (${when})`);
@@ -276,8 +287,10 @@ describe('Redis Sentinel: services follow failovers', () => {
 
     const before = uniqueName('sentinel-celery-before');
     await granted(before, 'before the failover');
+    await nodeMatch('before the failover');
     await sentinelScript('failover');
     await granted(uniqueName('sentinel-celery-after'), 'after the failover');
+    await nodeMatch('after the failover');
     assert.deepEqual(await collection(before), ['pet'], 'a collection from before still answers');
   });
 });

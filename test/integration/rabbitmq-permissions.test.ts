@@ -236,7 +236,7 @@ describe('RabbitMQ permissions (deploy/rabbitmq/definitions.json)', () => {
       }, "the upsert in the match worker's replica, from the event");
 
       // As the Python producer would send it (kombu's declarations), under the match-client user.
-      const celery = new CeleryClient({ rabbitmqUrl: urlFor('match-client'), redisUrl: REDIS_URL });
+      const celery = new CeleryClient({ rabbitmqUrl: urlFor('match-client'), redis: REDIS_URL });
       try {
         const call = await celery.match({ middle_category: 'perm-label' }, { userId: 'perm-user' });
         assert.equal(call.meta.status, 'SUCCESS');

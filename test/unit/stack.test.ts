@@ -291,7 +291,7 @@ describe('Celery client (the dashboard match) without Redis', () => {
   const rabbitmqUrl = 'amqp://guest:guest@127.0.0.1:1';
 
   it('fails within its timeout when Redis refuses or never answers, and connects afresh later', async () => {
-    const refused = new CeleryClient({ rabbitmqUrl, redisUrl: 'redis://127.0.0.1:1/0' });
+    const refused = new CeleryClient({ rabbitmqUrl, redis: 'redis://127.0.0.1:1/0' });
     const started = Date.now();
     assert.match(
       await outcome(refused.match({ middle_category: 'x' }, { timeoutMs: 1000 })),
@@ -303,7 +303,7 @@ describe('Celery client (the dashboard match) without Redis', () => {
     const redis = await fakeRedis();
     const client = new CeleryClient({
       rabbitmqUrl,
-      redisUrl: redis.url,
+      redis: redis.url,
       redisConnectTimeoutMs: 400,
       publishTimeoutMs: 1500,
     });
@@ -323,7 +323,7 @@ describe('Celery client (the dashboard match) without Redis', () => {
         /^rejected: .*Socket closed unexpectedly/,
       );
 
-      // Redis answers again: only the missing client connects, and the call gets as far as the broker.
+      // Redis answers again: a new pair of connections, and the call gets as far as the broker.
       redis.set('answer');
       assert.match(
         await outcome(client.match({ middle_category: 'x' }, { timeoutMs: 500 })),
