@@ -262,19 +262,13 @@ export class Freshness<V> {
       return this.#host.resync('epoch');
     }
     if (o.version > gen.version) return this.#behind(o, now);
-    if (o.authoritative && o.version < (o.localVersionAtRead ?? gen.version)) {
-      // Every event applied here was committed before this read: the source lost it, or it was forged.
-      if (this.#host.resyncing()) return;
-      this.#host.logger.warn(
-        { local: gen.version, source: o.version },
-        'replica ahead of its source: reloading',
-      );
-      return this.#host.resync('ahead');
-    }
+    // Every event applied here was committed before this read: the source lost it, or it was forged.
+    if (o.authoritative && o.version < (o.localVersionAtRead ?? gen.version)) return this.#ahead(gen, o);
     // An observation proves what the store held when the source was read. A change of a later
     // version already in the store then (released, or applied early past a gap) is one the
     // source did not have: forged, or lost by the source. A heartbeat only makes us read.
-    const entered = gen.enteredAbove(o.version, !this.#o.earlyUnproven);
+    const early = !this.#o.earlyUnproven;
+    const entered = gen.enteredAbove(o.version, early);
     if (entered === undefined) return;
     if (entered <= o.readAt) {
       if (!o.authoritative) return void this.check();
@@ -283,13 +277,7 @@ export class Freshness<V> {
       const forged = gen.dropHeldAbove(o.version, o.readAt);
       if (forged > 0)
         this.#host.logger.warn({ forged, source: o.version }, 'dropped versions the source never had');
-      if ((gen.enteredAbove(o.version, !this.#o.earlyUnproven) ?? -Infinity) <= o.readAt) {
-        this.#host.logger.warn(
-          { local: gen.version, source: o.version },
-          'replica applied a version its source did not have: reloading',
-        );
-        return this.#host.resync('ahead');
-      }
+      if ((gen.enteredAbove(o.version, early) ?? -Infinity) <= o.readAt) return this.#ahead(gen, o);
     }
     const local = this.#localDigest(gen, o, now);
     if (local === undefined) {
@@ -303,6 +291,16 @@ export class Freshness<V> {
       return;
     }
     this.#mismatch(o, now);
+  }
+
+  /** The replica holds a version its source did not have when read: reload (unless a load runs). */
+  #ahead(gen: Generation<V>, o: Observation): void {
+    if (this.#host.resyncing()) return;
+    this.#host.logger.warn(
+      { local: gen.version, source: o.version },
+      'replica ahead of its source: reloading',
+    );
+    this.#host.resync('ahead');
   }
 
   /** This generation's digest comparable with `o`; undefined when there is nothing to compare. */

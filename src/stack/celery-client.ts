@@ -181,17 +181,16 @@ export class CeleryClient {
       }
     };
     try {
-      const { redis, subscriber } = await within(this.#connect());
-      clients = { redis, subscriber };
+      clients = await within(this.#connect());
       stage = 'subscribing';
-      await within(subscriber.subscribe(key, (message) => accept(message)));
+      await within(clients.subscriber.subscribe(key, (message) => accept(message)));
       stage = 'publishing';
       await within(
         this.#publisher.send({ exchange: MATCH_QUEUE, routingKey: MATCH_QUEUE }, task.body, task.properties),
       );
       const publishedMs = performance.now() - started;
       stage = 'waiting for the result';
-      accept(await within(redis.get(key)));
+      accept(await within(clients.redis.get(key)));
       const meta = await within(result.promise);
       return { taskId: task.id, meta, publishedMs, totalMs: performance.now() - started };
     } catch (err) {
