@@ -1,7 +1,7 @@
-import { constants, createServer } from 'node:http2';
-import type { Http2Server, Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
-import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { encodeHeaders } from '../../http/h2/hpack.ts';
+import { H2Server } from '../../http/h2/server.ts';
+import type { ServerStream } from '../../http/h2/session.ts';
 import type { Authorizer } from './authorizer.ts';
 import type { AuthzDecision } from './decision.ts';
 import { checkResponseFrame, MALFORMED, readAuthorization } from './check-wire.ts';
@@ -22,24 +22,29 @@ export const GrpcStatus = {
   INTERNAL: 13,
 } as const;
 
-const { HTTP2_HEADER_CONTENT_TYPE, HTTP2_HEADER_PATH, HTTP2_HEADER_STATUS, NGHTTP2_NO_ERROR } = constants;
-
-const RESPONSE_HEADERS = { [HTTP2_HEADER_STATUS]: 200, [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc' };
-const OK_TRAILERS = { 'grpc-status': '0', 'grpc-message': 'OK' };
+const GRPC_HEAD = [
+  [':status', '200'],
+  ['content-type', 'application/grpc'],
+] as const;
+/** The answers' header blocks, encoded once. */
+const RESPONSE_HEADERS = encodeHeaders(GRPC_HEAD);
+const OK_TRAILERS = encodeHeaders([
+  ['grpc-status', '0'],
+  ['grpc-message', 'OK'],
+]);
+const NOT_GRPC = encodeHeaders([[':status', '415']]);
 const REVOCATION_UNAVAILABLE: AuthzDecision = { allow: false, reason: 'revocation_unavailable' };
 /** grpc-timeout: at most 8 digits and a unit (the gRPC over HTTP/2 spec). */
 const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 /** How often calls past their grpc-timeout are answered: one timer for all, not one per call. */
 const DEADLINE_SWEEP_MS = 5;
-const ignore = (): void => undefined;
-function sendOkTrailers(this: ServerHttp2Stream): void {
-  this.sendTrailers(OK_TRAILERS);
-}
+/** How long close() lets calls in flight finish by default. */
+const DRAIN_GRACE_MS = 5000;
 
 /** One call: the request message as it arrives, and whether it was answered. */
 interface Call {
-  stream: ServerHttp2Stream;
+  stream: ServerStream;
   /** The first chunk; most requests arrive in one. */
   first: Buffer | undefined;
   more: Buffer[] | undefined;
@@ -50,33 +55,24 @@ interface Call {
 }
 
 /** A trailers-only answer: the status in the HEADERS frame that ends the stream, no message. */
-function fail(call: Call, code: number, message: string): void {
+function fail(call: Call, code: number, message: string, extra: ReadonlyArray<[string, string]> = []): void {
   if (call.done) return;
   call.done = true;
-  const { stream } = call;
-  if (stream.destroyed || stream.headersSent) return;
-  stream.respond(
-    {
-      [HTTP2_HEADER_STATUS]: 200,
-      [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-      'grpc-status': String(code),
-      'grpc-message': encodeURIComponent(message),
-    },
-    { endStream: true },
+  call.stream.respond(
+    encodeHeaders([
+      ...GRPC_HEAD,
+      ...extra,
+      ['grpc-status', String(code)],
+      ['grpc-message', encodeURIComponent(message)],
+    ]),
   );
-  // Whatever the client still sends is not read: a reset tells it to stop.
-  if (!stream.readableEnded) stream.close(NGHTTP2_NO_ERROR);
 }
 
 function answer(call: Call, decision: AuthzDecision): void {
   if (call.done) return;
   call.done = true;
-  const { stream } = call;
-  // Cancelled by the client (RST_STREAM) or its connection gone: nothing to say.
-  if (stream.destroyed) return;
-  stream.respond(RESPONSE_HEADERS, { waitForTrailers: true });
-  stream.on('wantTrailers', sendOkTrailers);
-  stream.end(checkResponseFrame(decision));
+  // Cancelled by the client (RST_STREAM) or its connection gone: respond() says nothing.
+  call.stream.respond(RESPONSE_HEADERS, checkResponseFrame(decision), OK_TRAILERS);
 }
 
 function received(call: Call): Buffer {
@@ -84,69 +80,51 @@ function received(call: Call): Buffer {
 }
 
 /**
- * `envoy.service.auth.v3.Authorization/Check` on node:http2, answering
- * exactly as the HTTP service does: gRPC framing, the one header the check
- * reads, and answers encoded once (check-wire.ts). Replaces a grpc-js
- * server whose generic machinery (a full protobufjs decode of the request,
- * interceptors, metadata objects) cost more than the node:http2 stream
- * itself.
+ * `envoy.service.auth.v3.Authorization/Check`, answering exactly as the HTTP
+ * service does: gRPC framing, the one header the check reads, and answers
+ * encoded once (check-wire.ts), on this project's HTTP/2 server
+ * (src/http/h2/): node:http2 alone cost more per call than node:http with
+ * the whole HTTP check, so gRPC could not keep up with HTTP on it.
  */
 export class AuthzGrpcServer {
-  readonly server: Http2Server;
+  readonly #server: H2Server;
   readonly #authorizer: Authorizer;
-  readonly #sessions = new Set<Http2Session>();
   /** Calls with a grpc-timeout, not yet answered. */
   readonly #timed = new Set<Call>();
   #sweeper: NodeJS.Timeout | undefined;
-  #closing: Promise<void> | undefined;
 
   constructor(authorizer: Authorizer) {
     this.#authorizer = authorizer;
-    this.server = createServer();
-    this.server.on('session', (session: Http2Session) => {
-      this.#sessions.add(session);
-      session.on('error', ignore); // a connection reset: its streams are gone, the server goes on
-      session.on('close', () => this.#sessions.delete(session));
-      // Too late for this one: the listener was closed while it connected.
-      if (this.#closing) session.close();
-    });
-    this.server.on('stream', (stream, headers) => this.#onStream(stream, headers));
+    this.#server = new H2Server((stream) => this.#onStream(stream));
   }
 
-  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', ignore); // a reset by the peer; the call is abandoned
-    const contentType = headers[HTTP2_HEADER_CONTENT_TYPE];
-    if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) {
+  /** Open connections. */
+  get connections(): number {
+    return this.#server.connections;
+  }
+
+  #onStream(stream: ServerStream): void {
+    const contentType = stream.header('content-type');
+    if (contentType === undefined || !contentType.startsWith('application/grpc')) {
       // Not gRPC at all: an HTTP answer, as grpc-js gives.
-      stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
-      stream.close(NGHTTP2_NO_ERROR);
-      return;
+      return stream.respond(NOT_GRPC);
     }
     const call: Call = { stream, first: undefined, more: undefined, bytes: 0, done: false, deadline: 0 };
-    const path = headers[HTTP2_HEADER_PATH];
+    const path = stream.header(':path');
     if (path !== CHECK_PATH) {
       return fail(call, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path)}`);
     }
-    const encoding = headers['grpc-encoding'];
+    const encoding = stream.header('grpc-encoding');
     if (encoding !== undefined && encoding !== 'identity') {
       // The spec's answer to a compression this server does not take, with the one it does.
-      stream.respond(
-        {
-          [HTTP2_HEADER_STATUS]: 200,
-          [HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
-          'grpc-accept-encoding': 'identity',
-          'grpc-status': String(GrpcStatus.UNIMPLEMENTED),
-          'grpc-message': encodeURIComponent(`Unsupported grpc-encoding "${String(encoding)}"`),
-        },
-        { endStream: true },
-      );
-      stream.close(NGHTTP2_NO_ERROR);
-      return;
+      return fail(call, GrpcStatus.UNIMPLEMENTED, `Unsupported grpc-encoding "${encoding}"`, [
+        ['grpc-accept-encoding', 'identity'],
+      ]);
     }
-    const timeout = headers['grpc-timeout'];
+    const timeout = stream.header('grpc-timeout');
     if (timeout !== undefined) {
-      const match = TIMEOUT.exec(timeout as string);
-      if (!match) return fail(call, GrpcStatus.INTERNAL, `Invalid grpc-timeout value "${String(timeout)}"`);
+      const match = TIMEOUT.exec(timeout);
+      if (!match) return fail(call, GrpcStatus.INTERNAL, `Invalid grpc-timeout value "${timeout}"`);
       call.deadline = performance.now() + Number(match[1]) * UNIT_MS[match[2]!]!;
       this.#timed.add(call);
       if (!this.#sweeper) {
@@ -154,8 +132,11 @@ export class AuthzGrpcServer {
         this.#sweeper.unref(); // open connections hold the process, not a deadline
       }
     }
-    stream.on('data', (chunk: Buffer) => this.#onData(call, chunk));
-    stream.on('end', () => this.#onEnd(call));
+    stream.ondata = (chunk) => this.#onData(call, chunk);
+    stream.onend = () => this.#onEnd(call);
+    stream.onabort = () => {
+      call.done = true; // cancelled: a late answer goes nowhere
+    };
   }
 
   /** Answers the calls past their deadline; forgets the answered and the cancelled. */
@@ -163,7 +144,7 @@ export class AuthzGrpcServer {
     const now = performance.now();
     for (const call of this.#timed) {
       if (call.deadline <= now) fail(call, GrpcStatus.DEADLINE_EXCEEDED, 'Deadline exceeded');
-      if (call.done || call.stream.destroyed) this.#timed.delete(call);
+      if (call.done) this.#timed.delete(call);
     }
     if (this.#timed.size === 0) {
       clearInterval(this.#sweeper);
@@ -222,13 +203,7 @@ export class AuthzGrpcServer {
 
   /** Binds; resolves with the bound port (`0` picks a free one), rejects on EADDRINUSE. */
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject);
-        resolve((this.server.address() as AddressInfo).port);
-      });
-    });
+    return this.#server.listen(port, host);
   }
 
   /**
@@ -236,22 +211,9 @@ export class AuthzGrpcServer {
    * calls in flight finish, and after `graceMs` drops whatever connection is
    * left. Idempotent.
    */
-  close(graceMs = 5000): Promise<void> {
-    this.#closing ??= new Promise<void>((resolve) => {
-      for (const session of this.#sessions) session.close();
-      if (!this.server.listening && this.#sessions.size === 0) return resolve();
-      const force = setTimeout(() => {
-        for (const session of this.#sessions) session.destroy();
-      }, graceMs);
-      force.unref();
-      // Resolves once the listener is closed and every session has ended.
-      this.server.close(() => {
-        clearTimeout(force);
-        clearInterval(this.#sweeper);
-        this.#sweeper = undefined;
-        resolve();
-      });
-    });
-    return this.#closing;
+  async close(graceMs = DRAIN_GRACE_MS): Promise<void> {
+    await this.#server.close(graceMs);
+    clearInterval(this.#sweeper);
+    this.#sweeper = undefined;
   }
 }
