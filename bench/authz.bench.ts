@@ -477,9 +477,15 @@ function grpcDriver(target: Target, body: string, allowBytes: number, denyBytes:
   };
 }
 
-const KINDS = ['replica', 'redis', 'ceiling'] as const;
+/**
+ * replica and redis: ext-authz in each mode; ceiling: the do-nothing servers
+ * (node:http; for gRPC the same src/http/h2 server ext-authz runs on, the
+ * leanest written here); http2: a do-nothing gRPC server on node:http2, what
+ * a Node server would otherwise use (gRPC only).
+ */
+const KINDS = ['replica', 'redis', 'ceiling', 'http2'] as const;
 type Kind = (typeof KINDS)[number];
-type Loads = Record<Kind, Load>;
+type Loads = Record<Exclude<Kind, 'http2'>, Load> & { http2?: Load };
 
 /**
  * A WARMUP_S slice per target and transport, then ROUNDS rounds of one
@@ -495,13 +501,15 @@ async function loadAll<T extends string>(
 ): Promise<Record<T, Loads>> {
   const transports = Object.keys(drive) as T[];
   const runs = transports.flatMap((transport) =>
-    KINDS.map((kind) => ({
-      transport,
-      kind,
-      pid: targets[kind].pid,
-      driver: drive[transport](targets[kind]),
-      pooled: { seconds: 0, latencies: [] as number[], failures: 0, server: 0, redis: 0, client: 0 },
-    })),
+    KINDS.filter((kind) => (transport === 'gRPC' ? targets[kind].grpcPort : targets[kind].port) > 0).map(
+      (kind) => ({
+        transport,
+        kind,
+        pid: targets[kind].pid,
+        driver: drive[transport](targets[kind]),
+        pooled: { seconds: 0, latencies: [] as number[], failures: 0, server: 0, redis: 0, client: 0 },
+      }),
+    ),
   );
   try {
     for (const run of runs) await run.driver.run(WARMUP_S);
@@ -580,6 +588,7 @@ function printLoads(title: string, loads: Loads): void {
   );
   for (const kind of KINDS) {
     const l = loads[kind];
+    if (!l) continue;
     console.log(
       `${kind.padEnd(8)} | ${fmt(l.reqPerS).padStart(7)} | ${fmt(l.p50).padStart(7)} | ${fmt(l.p99).padStart(7)} | ` +
         `${String(l.failures).padStart(8)} | ${fmt(l.serverCpuUs)}, ${fmt(l.redisCpuUs)}, ${fmt(l.clientCpuUs)}`,
@@ -856,7 +865,11 @@ async function existsLatencyMs(samples = 200): Promise<number> {
 
 async function throughputPhase(redis: RedisClient, fleet: Fleet, tokens: Tokens): Promise<Row[]> {
   const { allowed, revoked } = tokens;
-  const ceilingPorts = { PORT: String(await freePort()), GRPC_PORT: String(await freePort()) };
+  const ceilingPorts = {
+    PORT: String(await freePort()),
+    GRPC_PORT: String(await freePort()),
+    HTTP2_PORT: String(await freePort()),
+  };
   const ceiling = spawnNode('ceiling', [join(import.meta.dirname, 'authz-ceiling.ts')], {
     ...ceilingPorts,
     CEILING_SUB: 'bench-user',
@@ -899,6 +912,12 @@ async function throughputPhase(redis: RedisClient, fleet: Fleet, tokens: Tokens)
         port: Number(ceilingPorts.PORT),
         grpcPort: Number(ceilingPorts.GRPC_PORT),
       },
+      http2: {
+        name: 'node:http2',
+        pid: ceiling.proc.pid!,
+        port: 0,
+        grpcPort: Number(ceilingPorts.HTTP2_PORT),
+      },
     };
     if (PINNED) for (const kind of KINDS) pinToCore(targets[kind].pid, SERVER_CORE);
     const body = writeGrpcBody(envoyCheckRequest(allowed.token));
@@ -917,18 +936,32 @@ async function throughputPhase(redis: RedisClient, fleet: Fleet, tokens: Tokens)
     await assertLivePath(replica);
     printLoads(`HTTP/1.1, h2load, ${HTTP_LOAD}`, http);
     printLoads(`gRPC, h2load, ${GRPC_LOAD}`, grpcLoads);
-    const ratio = (kind: Kind): number => grpcLoads[kind].reqPerS / http[kind].reqPerS;
+    const ratio = (kind: Exclude<Kind, 'http2'>): number => grpcLoads[kind].reqPerS / http[kind].reqPerS;
+    const nodeHttp2 = grpcLoads.http2!;
     console.log(
       `gRPC/HTTP req/s: replica x${fmt(ratio('replica'))}, redis x${fmt(ratio('redis'))}, ceiling x${fmt(ratio('ceiling'))}`,
     );
     const rows = [
       ...loadRows('HTTP', HTTP_LOAD, http, 'do-nothing node:http server'),
-      ...loadRows('gRPC', GRPC_LOAD, grpcLoads, 'do-nothing node:http2 gRPC server'),
+      ...loadRows('gRPC', GRPC_LOAD, grpcLoads, 'do-nothing gRPC server on src/http/h2'),
+      row(
+        `gRPC check, ${GRPC_LOAD}: time per request, replica mode, against node:http2`,
+        1e6 / grpcLoads.replica.reqPerS,
+        'µs',
+        {
+          baseline: { label: 'do-nothing gRPC server on node:http2', value: 1e6 / nodeHttp2.reqPerS },
+          ceiling: { label: 'do-nothing gRPC server on src/http/h2', value: 1e6 / grpcLoads.ceiling.reqPerS },
+          note:
+            `CPU per request, server: replica ${fmt(grpcLoads.replica.serverCpuUs)} µs, node:http2 doing nothing ` +
+            `${fmt(nodeHttp2.serverCpuUs)} µs; p99: replica ${fmt(grpcLoads.replica.p99)} ms, node:http2 ${fmt(nodeHttp2.p99)} ms`,
+        },
+      ),
       row('gRPC / HTTP check throughput (req/s), replica mode, same run', ratio('replica'), 'x', {
         headline: 'ext-authz gRPC / HTTP check throughput (goal >= 0.9)',
         note:
           `redis mode x${fmt(ratio('redis'))}; the do-nothing servers x${fmt(ratio('ceiling'))} ` +
-          `(node:http2 / node:http: what node itself allows); CPU per request, server, gRPC / HTTP: ` +
+          `(src/http/h2 / node:http); node:http2 doing nothing / our HTTP check x${fmt(nodeHttp2.reqPerS / http.replica.reqPerS)}; ` +
+          `CPU per request, server, gRPC / HTTP: ` +
           `replica x${fmt(grpcLoads.replica.serverCpuUs / http.replica.serverCpuUs)}, ` +
           `ceiling x${fmt(grpcLoads.ceiling.serverCpuUs / http.ceiling.serverCpuUs)}`,
       }),

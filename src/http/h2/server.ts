@@ -54,10 +54,10 @@ export class H2Server {
         for (const session of this.#sessions) session.destroy();
         return resolve();
       }
+      // Not unref'd: whoever awaits close() is owed its end, even with nothing else running.
       const force = setTimeout(() => {
         for (const session of this.#sessions) session.destroy();
       }, graceMs);
-      force.unref();
       // Called once the listener is closed and every connection has ended.
       this.#net.close(() => {
         clearTimeout(force);

@@ -55,6 +55,8 @@ const SETTINGS_ACK = frame(FrameType.SETTINGS, Flag.ACK, 0);
 /** A request stream as the handler sees it. */
 export interface ServerStream {
   readonly id: number;
+  /** The request headers as sent: names and values alternating. */
+  readonly fields: HeaderList;
   /** The first value of a request header (names are lower case, pseudo-headers start with ':'). */
   header(name: string): string | undefined;
   /** Each piece of the request body, in order. */
@@ -382,7 +384,8 @@ export class H2Session {
     }
     const stream = this.#streams.get(id);
     if (!stream) {
-      if (id > this.#lastStream) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'DATA on an idle stream');
+      if (id > this.#lastStream)
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'DATA on an idle stream');
       return; // a stream this side ended: counted above, then dropped
     }
     if (stream.remoteEnded) return this.#reset(stream, ErrorCode.STREAM_CLOSED);
@@ -408,7 +411,8 @@ export class H2Session {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'RST_STREAM on stream 0');
     const stream = this.#streams.get(id);
     if (!stream) {
-      if (id > this.#lastStream) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
+      if (id > this.#lastStream)
+        throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
       return;
     }
     this.#resets++;
@@ -432,7 +436,8 @@ export class H2Session {
           if (value > 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'ENABLE_PUSH');
           break;
         case Setting.INITIAL_WINDOW_SIZE: {
-          if (value > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE');
+          if (value > MAX_WINDOW)
+            throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'INITIAL_WINDOW_SIZE');
           const delta = value - this.#peerInitialWindow;
           this.#peerInitialWindow = value;
           for (const stream of this.#streams.values()) {
@@ -464,11 +469,13 @@ export class H2Session {
     if (id === 0) {
       if (increment === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'WINDOW_UPDATE of 0');
       this.#sendWindow += increment;
-      if (this.#sendWindow > MAX_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'window overflow');
+      if (this.#sendWindow > MAX_WINDOW)
+        throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, 'window overflow');
     } else {
       const stream = this.#streams.get(id);
       if (!stream) {
-        if (id > this.#lastStream) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
+        if (id > this.#lastStream)
+          throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'WINDOW_UPDATE on an idle stream');
         return;
       }
       if (increment === 0) return this.#reset(stream, ErrorCode.PROTOCOL_ERROR);
@@ -563,11 +570,14 @@ export class H2Session {
   #queueHeaders(id: number, block: Buffer, endStream: boolean): void {
     const max = this.#peerMaxFrame;
     const flags = endStream ? Flag.END_STREAM : 0;
-    if (block.length <= max) return this.#queue(frame(FrameType.HEADERS, flags | Flag.END_HEADERS, id, block));
+    if (block.length <= max)
+      return this.#queue(frame(FrameType.HEADERS, flags | Flag.END_HEADERS, id, block));
     this.#queue(frame(FrameType.HEADERS, flags, id, block.subarray(0, max)));
     for (let at = max; at < block.length; at += max) {
       const last = at + max >= block.length;
-      this.#queue(frame(FrameType.CONTINUATION, last ? Flag.END_HEADERS : 0, id, block.subarray(at, at + max)));
+      this.#queue(
+        frame(FrameType.CONTINUATION, last ? Flag.END_HEADERS : 0, id, block.subarray(at, at + max)),
+      );
     }
   }
 
@@ -634,7 +644,12 @@ export class H2Session {
 }
 
 /** HEADERS, DATA and trailing HEADERS of one stream, written into one buffer. */
-function answerFrames(id: number, head: Buffer, data: Buffer | undefined, trailers: Buffer | undefined): Buffer {
+function answerFrames(
+  id: number,
+  head: Buffer,
+  data: Buffer | undefined,
+  trailers: Buffer | undefined,
+): Buffer {
   const h = FRAME_HEADER_BYTES;
   const size = h + head.length + (data ? h + data.length : 0) + (trailers ? h + trailers.length : 0);
   const buf = Buffer.allocUnsafe(size);
@@ -645,7 +660,14 @@ function answerFrames(id: number, head: Buffer, data: Buffer | undefined, traile
     at += data.copy(buf, at);
   }
   if (trailers) {
-    at = writeFrameHeader(buf, at, trailers.length, FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, id);
+    at = writeFrameHeader(
+      buf,
+      at,
+      trailers.length,
+      FrameType.HEADERS,
+      Flag.END_HEADERS | Flag.END_STREAM,
+      id,
+    );
     trailers.copy(buf, at);
   }
   return buf;
