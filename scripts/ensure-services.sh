@@ -5,7 +5,8 @@
 # otherwise print exactly what to run and exit non-zero.
 # Also installs the test peers with --test-peers: python3-kombu, python3-celery, python3-redis
 # (interop), nginx-light (auth_request in front of ext-authz), chromium (the dashboard test),
-# nghttp2-client (h2load: the authz bench's HTTP and gRPC load generator).
+# nghttp2-client (h2load: the authz bench's HTTP and gRPC load generator), python3-grpcio (a gRPC client
+# on C-core's own HTTP/2, for ext-authz's gRPC server).
 set -euo pipefail
 
 want_peers=0
@@ -104,6 +105,11 @@ ensure_peers() {
   if [[ ! -x /usr/bin/chromium ]]; then
     can_install || { log "missing test peer: apt-get install chromium"; exit 1; }
     apt_install chromium
+  fi
+  # Python's grpcio: a gRPC client on gRPC C-core's own HTTP/2 and HPACK, not nghttp2's, for ext-authz's gRPC server.
+  if ! /usr/bin/python3 -c 'import grpc' 2>/dev/null; then
+    can_install || { log "missing test peer: apt-get install python3-grpcio"; exit 1; }
+    apt_install python3-grpcio
   fi
   # h2load drives ext-authz's HTTP and gRPC checks in the authz bench without being the bottleneck.
   if ! command -v h2load >/dev/null; then

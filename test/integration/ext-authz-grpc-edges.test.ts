@@ -5,9 +5,11 @@
 // frames can.
 import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
+import { execFile } from 'node:child_process';
 import { connect, constants } from 'node:http2';
 import type { ClientHttp2Session, IncomingHttpHeaders } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
+import { promisify } from 'node:util';
 import type { Authorizer } from '../../src/services/ext-authz/authorizer.ts';
 import {
   encodeCheckResponse,
@@ -41,6 +43,10 @@ type CheckClient = grpc.Client & {
     cb: (err: grpc.ServiceError | null, res: CheckResponse) => void,
   ): grpc.ClientUnaryCall;
 };
+
+const run = promisify(execFile);
+const PYTHON = '/usr/bin/python3';
+const GRPC_CHECK = new URL('../interop/grpc_check.py', import.meta.url).pathname;
 
 const Client = authorizationService();
 const method = (Client.service as unknown as { Check: MethodDefinition }).Check;
@@ -406,6 +412,29 @@ describe('ext-authz gRPC: the server', () => {
     }
     const res = await rawCall(session, grpcFrame(checkRequest({ authorization: 'Bearer good' })));
     assert.equal(res.status, grpc.status.OK);
+  });
+
+  it("answers Python's grpcio, whose HTTP/2 and HPACK are gRPC C-core's own, many calls at once", async () => {
+    const py = (path: string, ...extra: string[]): Promise<Array<{ code: string; response?: string }>> =>
+      run(PYTHON, [
+        GRPC_CHECK,
+        target,
+        path,
+        checkRequest({ authorization: 'Bearer good' }).toString('hex'),
+        ...extra,
+      ]).then(({ stdout }) =>
+        stdout
+          .trim()
+          .split('\n')
+          .map((line) => JSON.parse(line) as { code: string; response?: string }),
+      );
+    const allow = encodeCheckResponse(ALLOW).toString('hex');
+    // 3000-byte custom metadata on each call: C-core's encoder indexes it and evicts as it goes.
+    const answers = await py(CHECK_PATH, '--calls', '200', '--metadata-bytes', '3000');
+    assert.equal(answers.length, 200);
+    for (const a of answers) assert.deepEqual(a, { code: 'OK', response: allow });
+    const [unknown] = await py('/envoy.service.auth.v3.Authorization/Nope');
+    assert.equal(unknown!.code, 'UNIMPLEMENTED');
   });
 
   it('acks keepalive PINGs, as Envoy and grpc-js send them, between and during calls', async () => {
