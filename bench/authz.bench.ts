@@ -734,7 +734,9 @@ async function quietLogout(
     const deadline = Date.now() + 5000;
     let stats = await replicaStats(instance);
     while (stats.events_applied === applied) {
-      if (Date.now() > deadline) throw new Error(`${instance.child.name} applied no event 5 s after logout`);
+      if (Date.now() > deadline) {
+        throw new Error(`${instance.child.name} applied no event 5 s after logout: ${JSON.stringify(stats)}`);
+      }
       await sleepMs(2);
       stats = await replicaStats(instance);
     }

@@ -317,6 +317,29 @@ describe('ext-authz gRPC: the server', () => {
     assert.equal(shortPrefix.status, grpc.status.INTERNAL);
   });
 
+  it('reads a message that arrives a few bytes per DATA frame', async () => {
+    const frame = grpcFrame(checkRequest({ authorization: 'Bearer good' }));
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': CHECK_PATH,
+      'content-type': 'application/grpc',
+    });
+    const chunks: Buffer[] = [];
+    let trailers: IncomingHttpHeaders = {};
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('trailers', (t: IncomingHttpHeaders) => (trailers = t));
+    const closed = new Promise((resolve) => stream.on('close', resolve));
+    // Each write in its own turn of the loop: its own DATA frame.
+    for (let at = 0; at < frame.length; at += 3) {
+      stream.write(frame.subarray(at, at + 3));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    stream.end();
+    await closed;
+    assert.equal(trailers['grpc-status'], '0');
+    assert.deepEqual(Buffer.concat(chunks), grpcFrame(encodeCheckResponse(ALLOW)));
+  });
+
   it('refuses an oversized message from its prefix, before the rest arrives', async () => {
     const prefix = Buffer.from([0, 0, 0, 0, 0]);
     prefix.writeUInt32BE(MAX_MESSAGE_BYTES + 1, 1);

@@ -37,13 +37,17 @@ const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 /**
  * Echoes each request: its headers and the body's length and hash as JSON,
  * then `x-answer-bytes` bytes of a known pattern, then trailers. Paths
- * starting /hold are never answered.
+ * starting /hold are never answered, /now is answered at once (204), and
+ * /throw throws.
  */
 function echo(stream: ServerStream): void {
+  // Answered before the request's end is delivered (as ext-authz refuses an unknown method).
+  if (stream.header(':path') === '/now') return stream.respond(encodeHeaders([[':status', '204']]));
   const chunks: Buffer[] = [];
   stream.ondata = (chunk) => chunks.push(Buffer.from(chunk));
   stream.onend = () => {
     if (stream.header(':path')!.startsWith('/hold')) return;
+    if (stream.header(':path') === '/throw') throw new Error('a handler bug');
     const body = Buffer.concat(chunks);
     const info = Buffer.from(JSON.stringify({ fields: stream.fields, length: body.length, sha: sha(body) }));
     const extra = pattern(Number(stream.header('x-answer-bytes') ?? 0));
@@ -161,6 +165,29 @@ describe('h2 server: real clients', () => {
     }
   });
 
+  it(
+    'answers a client whose HPACK table is smaller than the default (a table size update first)',
+    { timeout: 10_000 },
+    async () => {
+      for (const headerTableSize of [0, 1024]) {
+        const session = connectH2(`http://127.0.0.1:${port}`, { settings: { headerTableSize } });
+        session.on('error', () => undefined);
+        try {
+          for (let i = 0; i < 3; i++) {
+            const res = await request(
+              session,
+              { ':path': '/echo', 'x-answer-bytes': '10' },
+              Buffer.from('hi'),
+            );
+            assert.equal(res.trailers['x-done'], 'yes', `table ${headerTableSize}, call ${i}`);
+          }
+        } finally {
+          session.destroy();
+        }
+      }
+    },
+  );
+
   it('serves h2load: many connections and streams at once, every request answered', async (t) => {
     if (spawnSync('h2load', ['--version']).status !== 0)
       return t.skip('h2load is not installed (nghttp2-client)');
@@ -244,8 +271,28 @@ class RawClient {
   /** The GOAWAY's error code, once the server has sent it and closed. */
   async goaway(): Promise<number> {
     const f = await this.waitFor('GOAWAY', (x) => x.type === FrameType.GOAWAY);
-    await this.closed;
+    await this.ended();
     return f.payload.readUInt32BE(4);
+  }
+
+  /** The server closed the connection (within 5 s: a regression fails, it does not hang). */
+  ended(ms = 5000): Promise<void> {
+    return Promise.race([
+      this.closed,
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error('the connection stayed open')), ms).unref(),
+      ),
+    ]);
+  }
+
+  /** Every frame the server wrote before it answers this PING has arrived once this resolves. */
+  async sync(): Promise<void> {
+    const data = Buffer.from(String(Math.random()).slice(2, 10).padEnd(8, '0'));
+    this.send(frame(FrameType.PING, 0, 0, data));
+    await this.waitFor(
+      'PING ack',
+      (f) => f.type === FrameType.PING && (f.flags & Flag.ACK) !== 0 && f.payload.equals(data),
+    );
   }
 }
 
@@ -273,14 +320,79 @@ describe('h2 server: what a peer must not do', () => {
 
   it('answers a well-formed exchange, and ends the connection on a GOAWAY', async () => {
     const c = await RawClient.open(port);
-    c.send(request1(1));
+    c.send(request1(1), request1(3, '/now'));
+    await c.waitFor('the answer on stream 3', (f) => f.type === FrameType.HEADERS && f.stream === 3);
     const trailers = await c.waitFor(
       'trailers',
       (f) => f.type === FrameType.HEADERS && (f.flags & Flag.END_STREAM) !== 0,
     );
     assert.equal(trailers.stream, 1);
+    await c.sync();
+    // The request had ended: no RST_STREAM for a stream both sides closed.
+    assert.deepEqual(
+      c.frames.filter((f) => f.type === FrameType.RST_STREAM),
+      [],
+    );
     c.send(goawayFrame(0, ErrorCode.NO_ERROR));
-    await c.closed;
+    await c.ended();
+  });
+
+  it('resets only the stream whose handler throws, and goes on serving the connection', async () => {
+    const c = await RawClient.open(port);
+    c.send(request1(1, '/throw'), request1(3));
+    const reset = await c.waitFor('RST_STREAM', (f) => f.type === FrameType.RST_STREAM && f.stream === 1);
+    assert.equal(reset.payload.readUInt32BE(0), ErrorCode.INTERNAL_ERROR);
+    await c.waitFor('an answer on stream 3', (f) => f.type === FrameType.HEADERS && f.stream === 3);
+    c.socket.destroy();
+  });
+
+  it('ends a flood of empty CONTINUATION frames', async () => {
+    const c = await RawClient.open(port);
+    c.send(frame(FrameType.HEADERS, 0, 1, encodeHeaders([[':method', 'POST']])));
+    const empty = frame(FrameType.CONTINUATION, 0, 1);
+    const burst = Buffer.concat(Array.from({ length: 1000 }, () => empty));
+    // 9 bytes each: 15,000 of them pass the 128 KiB bound.
+    for (let i = 0; i < 20 && !c.socket.destroyed; i++) c.send(burst);
+    assert.equal(await c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  });
+
+  it('ends a flood of streams it has to reset itself ("MadeYouReset", CVE-2025-8671)', async () => {
+    const c = await RawClient.open(port);
+    const frames: Buffer[] = [];
+    // A WINDOW_UPDATE of 0 is a stream error: the server resets the stream, whose work had started.
+    for (let id = 1; id < 2 * 1200; id += 2) frames.push(request1(id, '/hold'), windowUpdateFrame(id, 0));
+    c.send(...frames);
+    assert.equal(await c.goaway(), ErrorCode.ENHANCE_YOUR_CALM);
+  });
+
+  it('holds an answer while the stream window is 0, and sends it when SETTINGS raises the window', async () => {
+    const c = await RawClient.open(port, false);
+    c.send(PREFACE, settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 0]]));
+    c.send(request1(1, '/echo', true, [['x-answer-bytes', '500']]));
+    await c.waitFor('the answer headers', (f) => f.type === FrameType.HEADERS && f.stream === 1);
+    await c.sync();
+    assert.equal(c.frames.filter((f) => f.type === FrameType.DATA).length, 0, 'nothing past a window of 0');
+    c.send(settingsFrame([[Setting.INITIAL_WINDOW_SIZE, 65_535]]));
+    await c.waitFor('trailers', (f) => f.type === FrameType.HEADERS && (f.flags & Flag.END_STREAM) !== 0);
+    const body = Buffer.concat(c.frames.filter((f) => f.type === FrameType.DATA).map((f) => f.payload));
+    assert.deepEqual(body.subarray(body.length - 500), pattern(500));
+    c.socket.destroy();
+  });
+
+  it('counts padding against the connection window, and gives it back', async () => {
+    const c = await RawClient.open(port);
+    c.send(request1(1, '/hold', false));
+    // 40 frames of 16 KiB that carry one byte each: the rest is padding.
+    const padded = Buffer.alloc(16_384);
+    padded[0] = 16_384 - 2;
+    padded[1] = 0x61;
+    for (let i = 0; i < 40; i++) c.send(frame(FrameType.DATA, Flag.PADDED, 1, padded));
+    const update = await c.waitFor(
+      'a connection WINDOW_UPDATE',
+      (f) => f.type === FrameType.WINDOW_UPDATE && f.stream === 0,
+    );
+    assert.ok(update.payload.readUInt32BE(0) >= 512 * 1024, String(update.payload.readUInt32BE(0)));
+    c.socket.destroy();
   });
 
   it('refuses what is not HTTP/2, and a preface not followed by SETTINGS', async () => {

@@ -27,7 +27,7 @@ import {
   windowUpdateFrame,
   writeFrameHeader,
 } from './frames.ts';
-import { encodeHeaders, HpackDecoder, HpackError } from './hpack.ts';
+import { DEFAULT_TABLE_SIZE, encodeHeaders, HpackDecoder, HpackError } from './hpack.ts';
 import type { HeaderList } from './hpack.ts';
 
 /** What a server allows each connection. */
@@ -44,13 +44,20 @@ export const DEFAULT_LIMITS: H2Limits = { maxConcurrentStreams: 256, maxHeaderLi
 const CONNECTION_WINDOW = 1024 * 1024;
 /** A header block larger than this (compressed, across CONTINUATIONs) ends the connection. */
 const MAX_HEADER_BLOCK_FACTOR = 2;
-/** Peer resets past this many, and past half its requests, look like an attack (CVE-2023-44487). */
-const RESET_FLOOD = 1000;
+/**
+ * Streams reset, by the client or by this side for its errors, past half of
+ * a window of streams: an attack that has the server start work and drop it
+ * (CVE-2023-44487 "rapid reset", CVE-2025-8671 "MadeYouReset").
+ */
+const RESET_WINDOW = 1000;
+const RESET_LIMIT = RESET_WINDOW / 2;
 /** How long a connection ended after a protocol error may take to go. */
 const END_GRACE_MS = 1000;
 
 const STATUS_431 = encodeHeaders([[':status', '431']]);
 const SETTINGS_ACK = frame(FrameType.SETTINGS, Flag.ACK, 0);
+/** HPACK: the dynamic table's size is now 0 (001 00000). */
+const TABLE_SIZE_ZERO = Buffer.from([0x20]);
 
 /** A request stream as the handler sees it. */
 export interface ServerStream {
@@ -132,9 +139,14 @@ export class H2Session {
   #rest: Buffer | undefined;
   #prefaceSeen = false;
   #settingsSeen = false;
+  /** The highest stream id the client has used: anything above it is idle. */
   #lastStream = 0;
-  #requests = 0;
+  /** The highest stream id taken for processing: what a GOAWAY names. */
+  #lastTaken = 0;
+  #windowStreams = 0;
   #resets = 0;
+  /** The client lowered SETTINGS_HEADER_TABLE_SIZE: the next header block must say so (RFC 7541, 4.2). */
+  #tableSizeUpdate = false;
   #sendWindow = DEFAULT_WINDOW;
   #recvWindow = CONNECTION_WINDOW;
   #recvUnacked = 0;
@@ -190,7 +202,7 @@ export class H2Session {
   shutdown(): void {
     if (this.#goawaySent || this.#ended) return;
     this.#goawaySent = true;
-    this.#queue(goawayFrame(this.#lastStream, ErrorCode.NO_ERROR));
+    this.#queue(goawayFrame(this.#lastTaken, ErrorCode.NO_ERROR));
     this.#flush();
     this.#endIfIdle();
   }
@@ -301,8 +313,10 @@ export class H2Session {
     const fragment = payload.subarray(start, end);
     const endStream = (flags & Flag.END_STREAM) !== 0;
     if (flags & Flag.END_HEADERS) return this.#onHeaderBlock(id, endStream, fragment);
-    this.#block = { stream: id, endStream, parts: [fragment], bytes: fragment.length };
-    this.#checkBlockSize(fragment.length);
+    // Frame headers count too, or a flood of empty CONTINUATIONs would grow `parts` for free.
+    const bytes = FRAME_HEADER_BYTES + fragment.length;
+    this.#block = { stream: id, endStream, parts: [fragment], bytes };
+    this.#checkBlockSize(bytes);
   }
 
   #onContinuation(flags: number, id: number, payload: Buffer): void {
@@ -311,7 +325,7 @@ export class H2Session {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'CONTINUATION without its HEADERS');
     }
     block.parts.push(payload);
-    block.bytes += payload.length;
+    block.bytes += FRAME_HEADER_BYTES + payload.length;
     this.#checkBlockSize(block.bytes);
     if (flags & Flag.END_HEADERS) {
       this.#block = undefined;
@@ -338,7 +352,8 @@ export class H2Session {
     const open = this.#streams.get(id);
     if (open) {
       // Trailers: they end the request, and nothing here reads them.
-      if (!endStream || open.remoteEnded) return this.#reset(open, ErrorCode.PROTOCOL_ERROR);
+      if (open.remoteEnded) return this.#reset(open, ErrorCode.STREAM_CLOSED);
+      if (!endStream) return this.#reset(open, ErrorCode.PROTOCOL_ERROR);
       return this.#remoteEnd(open);
     }
     if ((id & 1) === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'an even stream from a client');
@@ -347,6 +362,11 @@ export class H2Session {
     this.#lastStream = id;
     if (this.#goawaySent || this.#streams.size >= this.#limits.maxConcurrentStreams) {
       return this.#queue(rstStreamFrame(id, ErrorCode.REFUSED_STREAM));
+    }
+    this.#lastTaken = id;
+    if (++this.#windowStreams >= RESET_WINDOW) {
+      this.#windowStreams = 0;
+      this.#resets = 0;
     }
     if (listSize > this.#limits.maxHeaderListSize) {
       this.#queueHeaders(id, STATUS_431, true);
@@ -359,9 +379,28 @@ export class H2Session {
       return this.#queue(rstStreamFrame(id, ErrorCode.PROTOCOL_ERROR));
     }
     this.#streams.set(id, stream);
-    this.#requests++;
-    this.#handler(stream);
-    if (endStream) this.#remoteEnd(stream);
+    // Set first, so that an answer given at once knows the request is complete.
+    stream.remoteEnded = endStream;
+    try {
+      this.#handler(stream);
+    } catch {
+      return this.#broken(stream);
+    }
+    if (endStream && !stream.closed) this.#call(stream, stream.onend);
+  }
+
+  /** Runs a handler's callback; a throw fails that stream (INTERNAL_ERROR), never the connection. */
+  #call(stream: Stream, callback: (() => void) | undefined): void {
+    if (!callback) return;
+    try {
+      callback();
+    } catch {
+      this.#broken(stream);
+    }
+  }
+
+  #broken(stream: Stream): void {
+    if (!stream.closed) this.#reset(stream, ErrorCode.INTERNAL_ERROR);
   }
 
   #onDataFrame(flags: number, id: number, payload: Buffer): void {
@@ -391,8 +430,20 @@ export class H2Session {
     if (stream.remoteEnded) return this.#reset(stream, ErrorCode.STREAM_CLOSED);
     stream.recvWindow -= length;
     if (stream.recvWindow < 0) return this.#reset(stream, ErrorCode.FLOW_CONTROL_ERROR);
-    if (end > start && !stream.closed) stream.ondata?.(payload.subarray(start, end));
-    if (flags & Flag.END_STREAM) return this.#remoteEnd(stream);
+    const endStream = (flags & Flag.END_STREAM) !== 0;
+    // Set first, so that an answer given at once knows the request is complete.
+    if (endStream) stream.remoteEnded = true;
+    if (end > start && !stream.closed && stream.ondata) {
+      try {
+        stream.ondata(payload.subarray(start, end));
+      } catch {
+        this.#broken(stream);
+      }
+    }
+    if (endStream) {
+      if (!stream.closed) this.#call(stream, stream.onend);
+      return;
+    }
     // Read as it came: the handler bounds what it keeps, so the window is given back at once.
     if (length > 0 && !stream.closed) {
       stream.recvWindow += length;
@@ -403,7 +454,7 @@ export class H2Session {
   #remoteEnd(stream: Stream): void {
     if (stream.remoteEnded) return;
     stream.remoteEnded = true;
-    if (!stream.closed) stream.onend?.();
+    if (!stream.closed) this.#call(stream, stream.onend);
   }
 
   #onReset(id: number, payload: Buffer): void {
@@ -415,10 +466,7 @@ export class H2Session {
         throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'RST_STREAM on an idle stream');
       return;
     }
-    this.#resets++;
-    if (this.#resets > RESET_FLOOD && this.#resets * 2 > this.#requests) {
-      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, 'too many resets');
-    }
+    this.#countReset();
     this.#abort(stream);
   }
 
@@ -434,6 +482,10 @@ export class H2Session {
       switch (payload.readUInt16BE(at)) {
         case Setting.ENABLE_PUSH:
           if (value > 1) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, 'ENABLE_PUSH');
+          break;
+        case Setting.HEADER_TABLE_SIZE:
+          // This encoder indexes nothing, but a decoder below 4096 waits for it to say its table shrank.
+          if (value < DEFAULT_TABLE_SIZE) this.#tableSizeUpdate = true;
           break;
         case Setting.INITIAL_WINDOW_SIZE: {
           if (value > MAX_WINDOW)
@@ -455,7 +507,7 @@ export class H2Session {
           this.#peerMaxFrame = value;
           break;
         default:
-          break; // the peer's table size, stream limit, header list size: nothing here depends on them
+          break; // the peer's stream limit, header list size: nothing here depends on them
       }
     }
     this.#settingsSeen = true;
@@ -501,7 +553,7 @@ export class H2Session {
       (trailers?.length ?? 0) <= this.#peerMaxFrame
     ) {
       // The usual answer, in one buffer: HEADERS, DATA, trailers.
-      this.#queue(answerFrames(stream.id, head, data, trailers));
+      this.#queue(answerFrames(stream.id, this.#sized(head), data, trailers));
       stream.sendWindow -= whole;
       this.#sendWindow -= whole;
       return this.#finish(stream);
@@ -555,19 +607,34 @@ export class H2Session {
   #reset(stream: Stream, code: number): void {
     this.#queue(rstStreamFrame(stream.id, code));
     this.#abort(stream);
+    if (code !== ErrorCode.INTERNAL_ERROR) this.#countReset();
+  }
+
+  #countReset(): void {
+    if (++this.#resets > RESET_LIMIT)
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, 'too many resets');
   }
 
   #abort(stream: Stream): void {
     this.#streams.delete(stream.id);
     this.#blocked.delete(stream);
-    if (stream.closed) return;
-    stream.aborted = true;
-    stream.onabort?.();
+    if (!stream.closed) {
+      stream.aborted = true;
+      const { onabort } = stream;
+      if (onabort) {
+        try {
+          onabort();
+        } catch {
+          // the stream is gone either way
+        }
+      }
+    }
     this.#endIfIdle();
   }
 
   /** HEADERS, then CONTINUATIONs when the block is larger than the peer's frames. */
-  #queueHeaders(id: number, block: Buffer, endStream: boolean): void {
+  #queueHeaders(id: number, head: Buffer, endStream: boolean): void {
+    const block = this.#sized(head);
     const max = this.#peerMaxFrame;
     const flags = endStream ? Flag.END_STREAM : 0;
     if (block.length <= max)
@@ -581,6 +648,13 @@ export class H2Session {
     }
   }
 
+  /** A header block, after a table size update of 0 when one is owed: blocks go out in the order they are made. */
+  #sized(block: Buffer): Buffer {
+    if (!this.#tableSizeUpdate) return block;
+    this.#tableSizeUpdate = false;
+    return Buffer.concat([TABLE_SIZE_ZERO, block]);
+  }
+
   #queue(buf: Buffer): void {
     this.#out.push(buf);
     if (!this.#reading && !this.#flushQueued) {
@@ -592,7 +666,7 @@ export class H2Session {
   #flush(): void {
     this.#flushQueued = false;
     const out = this.#out;
-    if (out.length === 0 || this.#closed) return;
+    if (out.length === 0 || this.#closed || this.#socket.writableEnded) return;
     const buf = out.length === 1 ? out[0]! : Buffer.concat(out);
     out.length = 0;
     this.#socket.write(buf);
@@ -624,8 +698,7 @@ export class H2Session {
 
   #fail(code: number): void {
     if (this.#ended) return;
-    this.#out.length = 0;
-    this.#queue(goawayFrame(this.#lastStream, code));
+    this.#queue(goawayFrame(this.#lastTaken, code));
     this.#abortAll();
     this.#end();
   }

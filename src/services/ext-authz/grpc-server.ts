@@ -45,9 +45,9 @@ const DRAIN_GRACE_MS = 5000;
 /** One call: the request message as it arrives, and whether it was answered. */
 interface Call {
   stream: ServerStream;
-  /** The first chunk; most requests arrive in one. */
-  first: Buffer | undefined;
-  more: Buffer[] | undefined;
+  /** What arrived, in `buf[0, bytes)`: the first chunk as it came (most requests fit in one), then a copy. */
+  buf: Buffer | undefined;
+  owned: boolean;
   bytes: number;
   done: boolean;
   /** performance.now() past which the call is answered DEADLINE_EXCEEDED; 0: none. */
@@ -75,8 +75,27 @@ function answer(call: Call, decision: AuthzDecision): void {
   call.stream.respond(RESPONSE_HEADERS, checkResponseFrame(decision), OK_TRAILERS);
 }
 
-function received(call: Call): Buffer {
-  return call.more ? Buffer.concat([call.first!, ...call.more]) : call.first!;
+/**
+ * Appends a chunk. The copy grows by doubling, so a message sent a byte per
+ * DATA frame costs linear time, not a join of every chunk so far per chunk.
+ */
+function append(call: Call, chunk: Buffer): void {
+  if (!call.buf) {
+    call.buf = chunk;
+    call.bytes = chunk.length;
+    return;
+  }
+  const need = call.bytes + chunk.length;
+  if (!call.owned || need > call.buf.length) {
+    const grown = Buffer.allocUnsafe(
+      Math.max(need, Math.min(5 + MAX_MESSAGE_BYTES + 1, call.buf.length * 2)),
+    );
+    call.buf.copy(grown, 0, 0, call.bytes);
+    call.buf = grown;
+    call.owned = true;
+  }
+  chunk.copy(call.buf, call.bytes);
+  call.bytes = need;
 }
 
 /**
@@ -109,7 +128,7 @@ export class AuthzGrpcServer {
       // Not gRPC at all: an HTTP answer, as grpc-js gives.
       return stream.respond(NOT_GRPC);
     }
-    const call: Call = { stream, first: undefined, more: undefined, bytes: 0, done: false, deadline: 0 };
+    const call: Call = { stream, buf: undefined, owned: false, bytes: 0, done: false, deadline: 0 };
     const path = stream.header(':path');
     if (path !== CHECK_PATH) {
       return fail(call, GrpcStatus.UNIMPLEMENTED, `The server does not implement the method ${String(path)}`);
@@ -154,12 +173,10 @@ export class AuthzGrpcServer {
 
   #onData(call: Call, chunk: Buffer): void {
     if (call.done) return;
-    if (call.first) (call.more ??= []).push(chunk);
-    else call.first = chunk;
-    call.bytes += chunk.length;
+    append(call, chunk);
     // A unary call carries one message; its prefix says how long it is before the rest is buffered.
     if (call.bytes >= 5) {
-      const length = (call.first.length >= 5 ? call.first : received(call)).readUInt32BE(1);
+      const length = call.buf!.readUInt32BE(1);
       if (length > MAX_MESSAGE_BYTES) {
         return fail(
           call,
@@ -178,7 +195,7 @@ export class AuthzGrpcServer {
     if (call.bytes === 0) {
       return fail(call, GrpcStatus.UNIMPLEMENTED, `Received no request message for ${CHECK_PATH}`);
     }
-    const frame = received(call);
+    const frame = call.buf!.subarray(0, call.bytes);
     if (frame.length < 5 || frame.length !== 5 + frame.readUInt32BE(1)) {
       return fail(call, GrpcStatus.INTERNAL, 'Incomplete message at the end of the stream');
     }
