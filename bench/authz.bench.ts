@@ -54,11 +54,13 @@ import { createClient } from 'redis';
 import { loadJwtConfig } from '../src/auth/jwt/config.ts';
 import { createIssuer } from '../src/auth/jwt/issuer.ts';
 import type { IssuedToken } from '../src/auth/jwt/issuer.ts';
-import { BLACKLIST_KEY_PREFIX, BLACKLIST_VERSION_KEY } from '../src/datasets/blacklist.ts';
+import { BLACKLIST_KEY_PREFIX, BLACKLIST_KEYS, BLACKLIST_VERSION_KEY } from '../src/datasets/blacklist.ts';
 import { authorizationService } from '../src/services/ext-authz/envoy-protos.ts';
 import { checkResponseFrame } from '../src/services/ext-authz/check-wire.ts';
 import { CHECK_PATH } from '../src/services/ext-authz/grpc-server.ts';
 import type { RedisClient } from '../src/redis/client.ts';
+import { newEpoch } from '../src/sources/memory-source.ts';
+import { epochServerKey } from '../src/sources/redis-scripts.ts';
 import { canPin, h2load, hasCommand, pinToCore, writeGrpcBody } from './h2load.ts';
 import type { Row } from './lib.ts';
 import {
@@ -812,9 +814,17 @@ class Fleet {
   readonly running: Service[] = [];
 
   async start(kind: 'ext-authz' | 'auth', name: string, env: NodeJS.ProcessEnv = {}): Promise<Service> {
-    const service = await startService(kind, name, env);
-    this.running.push(service);
-    return service;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const service = await startService(kind, name, env);
+        this.running.push(service);
+        return service;
+      } catch (err) {
+        // freePort() lets its port go before the child binds it: another socket (an outgoing
+        // connection's ephemeral port) can take it in between. New ports, then.
+        if (attempt === 3 || !String(err).includes('EADDRINUSE')) throw err;
+      }
+    }
   }
 
   async stopAll(): Promise<void> {
@@ -1172,6 +1182,13 @@ async function main(): Promise<void> {
     });
     // As if each revocation had bumped the version (auth's script does): auth's next logout is version+1.
     await redis.set(BLACKLIST_VERSION_KEY, String(REVOKED + 1));
+    // And an epoch begun on this Redis server, as auth's script leaves it: without one, auth's
+    // first logout starts an epoch and every replica reloads all REVOKED keys, absorbing the
+    // next logouts into that load instead of applying their events.
+    const runId = /run_id:(\w+)/.exec(await redis.info('server'))?.[1];
+    if (!runId) throw new Error('no run_id in INFO server');
+    await redis.set(BLACKLIST_KEYS.epochKey, newEpoch());
+    await redis.set(epochServerKey(BLACKLIST_KEYS), runId);
     console.log(`loaded ${REVOKED + 1} revoked jtis in ${fmt(elapsedMs(t) / 1000)} s`);
 
     if (PHASES.includes('throughput')) rows.push(...(await throughputPhase(redis, fleet, tokens)));
