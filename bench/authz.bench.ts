@@ -7,7 +7,9 @@
 //    fix: a local replica answers) vs redis mode (the seed's before: one
 //    EXISTS per check) vs a do-nothing server (the ceiling, bench/authz-ceiling.ts:
 //    a node:http server answering 200 with the same two headers, byte for
-//    byte; for gRPC the leanest node:http2 server answering the same OK).
+//    byte; for gRPC a do-nothing server on src/http/h2, the one ext-authz
+//    runs on, answering the same OK). gRPC also against a do-nothing
+//    node:http2 server: what a Node gRPC server would otherwise cost.
 //    Load: h2load (nghttp2-client), a C client that costs a few µs per
 //    request: HTTP/1.1 with HTTP_CONNECTIONS connections, no pipelining (as
 //    Envoy's pool calls it); gRPC with GRPC_CONNECTIONS connections x
