@@ -87,6 +87,21 @@ describe('HPACK', () => {
     assert.throws(() => decode(decoder, Buffer.from([0x80 | 62])), HpackError);
   });
 
+  it('decodes Huffman literals sent again and again (never indexed, as nghttp2 sends :path) to the right value', () => {
+    const decoder = new HpackDecoder();
+    // Literal without indexing, name :path (4), a Huffman value.
+    const path = (value: string): Buffer => {
+      const coded = huffmanEncode(value);
+      return Buffer.concat([Buffer.from([0x04, 0x80 | coded.length]), coded]);
+    };
+    // Same lengths, different bytes; more of them than the decoder remembers; then each again.
+    const paths = ['/a/b/c/d1', '/a/b/c/d2', '/a/b/c/d3', '/a/b/c/d4', '/a/b/c/d5', '/a/b/c/d6'];
+    for (let round = 0; round < 3; round++) {
+      for (const p of [...paths, ...paths.slice().reverse()])
+        assert.deepEqual(decode(decoder, path(p)), [[':path', p]]);
+    }
+  });
+
   it('refuses malformed blocks with HpackError, and nothing else', () => {
     const bad: Array<[string, Buffer]> = [
       ['index 0', Buffer.from([0x80])],

@@ -74,6 +74,10 @@ const ENTRY_OVERHEAD = 32;
 /** The table size a decoder starts with and this server never changes (SETTINGS_HEADER_TABLE_SIZE). */
 export const DEFAULT_TABLE_SIZE = 4096;
 
+/** Huffman strings remembered per connection, and the longest remembered. */
+const RECENT_STRINGS = 4;
+const RECENT_MAX_BYTES = 256;
+
 /** A header block that is not valid HPACK: a connection error (COMPRESSION_ERROR). */
 export class HpackError extends Error {
   override readonly name = 'HpackError';
@@ -96,6 +100,13 @@ export class HpackDecoder {
   readonly #limit: number;
   #pos = 0;
   #buf: Buffer = Buffer.alloc(0);
+  /**
+   * The last Huffman strings decoded, by their bytes. Clients send some
+   * values as literals that are never indexed, the same on every request
+   * (nghttp2 does so for `:path`): comparing bytes is cheaper than decoding.
+   */
+  readonly #recent: Array<{ bytes: Buffer; text: string }> = [];
+  #next = 0;
 
   constructor(limit = DEFAULT_TABLE_SIZE) {
     this.#limit = limit;
@@ -211,8 +222,16 @@ export class HpackDecoder {
     if (end > buf.length) throw new HpackError('string past the block');
     this.#pos = end;
     if (!huffman) return buf.toString('latin1', start, end);
+    for (const seen of this.#recent) {
+      if (seen.bytes.length === length && buf.compare(seen.bytes, 0, length, start, end) === 0)
+        return seen.text;
+    }
     const text = huffmanDecode(buf, start, end);
     if (text === undefined) throw new HpackError('invalid Huffman string');
+    if (length <= RECENT_MAX_BYTES) {
+      this.#recent[this.#next] = { bytes: Buffer.from(buf.subarray(start, end)), text };
+      this.#next = (this.#next + 1) % RECENT_STRINGS;
+    }
     return text;
   }
 }
